@@ -1,0 +1,120 @@
+//! Datasets: paired folders, unpaired folders, and clean photos plus a degradation.
+
+mod paired;
+mod synthetic;
+mod unpaired;
+
+pub use paired::PairedFolder;
+pub use synthetic::SyntheticPairs;
+pub use unpaired::UnpairedFolder;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{load_image, Error, Image, Result};
+
+/// A source of aligned (degraded input, clean target) pairs.
+///
+/// All randomness comes from the `rng` argument (see [`crate::sample_rng`]), so a sample is
+/// a pure function of its index and seed, whichever thread produces it.
+pub trait PairSource: Send + Sync {
+    /// Number of distinct images.
+    fn len(&self) -> usize;
+    /// True when there are no images (never true for an opened dataset).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// A random `patch x patch` crop of pair `index` (same window and flip for both).
+    fn patch(&self, index: usize, patch: usize, rng: &mut ChaCha8Rng) -> Result<(Image, Image)>;
+    /// The whole pair `index` and its name, for evaluation.
+    fn full(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<(Image, Image, String)>;
+}
+
+/// Stacks same-size images into a `(B, 3, H, W)` CPU tensor.
+pub fn collate(images: &[Image]) -> Result<Tensor> {
+    let Some(first) = images.first() else {
+        return Err(Error::Param("collate: empty batch".into()));
+    };
+    let (w, h) = (first.width(), first.height());
+    let mut data = Vec::with_capacity(images.len() * 3 * w * h);
+    for img in images {
+        if (img.width(), img.height()) != (w, h) {
+            return Err(Error::Param(format!(
+                "collate: mixed sizes {w}x{h} and {}x{}",
+                img.width(),
+                img.height()
+            )));
+        }
+        data.extend_from_slice(img.data());
+    }
+    Ok(Tensor::from_vec(data, (images.len(), 3, h, w), &Device::Cpu)?)
+}
+
+const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "ppm"];
+
+/// The image files directly inside `dir` (by extension, case-insensitive), sorted by name.
+/// A missing folder, an unreadable one or one without images is an error.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let derr = |reason: String| Error::Dataset { path: dir.to_path_buf(), reason };
+    let entries = std::fs::read_dir(dir).map_err(|e| derr(format!("cannot list folder: {e}")))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| derr(e.to_string()))?.path();
+        let is_img = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+        if is_img && path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(derr(format!("no images found (extensions: {})", EXTENSIONS.join(", "))));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The file stem used to pair files across folders.
+fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Reads the header of `path` and returns its size; used to find bad files at open time.
+fn probe(path: &Path) -> Result<(usize, usize)> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::Image { path: path.to_path_buf(), reason: e.to_string() })?;
+    if meta.len() == 0 {
+        return Err(Error::Image { path: path.to_path_buf(), reason: "file is empty".into() });
+    }
+    let (w, h) = image::image_dimensions(path)
+        .map_err(|e| Error::Image { path: path.to_path_buf(), reason: e.to_string() })?;
+    Ok((w as usize, h as usize))
+}
+
+/// A decoded image kept in memory after first use when caching is on.
+#[derive(Debug)]
+struct CachedFile {
+    path: PathBuf,
+    cached: OnceLock<Image>,
+}
+
+impl CachedFile {
+    fn new(path: PathBuf) -> Self {
+        Self { path, cached: OnceLock::new() }
+    }
+
+    fn load(&self, cache: bool) -> Result<Image> {
+        if let Some(img) = self.cached.get() {
+            return Ok(img.clone());
+        }
+        let img = load_image(&self.path)?;
+        if cache {
+            let _ = self.cached.set(img.clone());
+        }
+        Ok(img)
+    }
+}
