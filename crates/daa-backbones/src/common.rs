@@ -1,0 +1,141 @@
+//! Building blocks shared by the backbones, all differentiable with candle's autograd.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+/// Interpolation matrix `(n_out, n_in)` of 1-D linear resampling with `align_corners = true`.
+fn interp_matrix(n_in: usize, n_out: usize, device: &Device, dtype: DType) -> Result<Tensor> {
+    let mut m = vec![0f32; n_out * n_in];
+    for i in 0..n_out {
+        let src = if n_out > 1 { i as f64 * (n_in as f64 - 1.0) / (n_out as f64 - 1.0) } else { 0.0 };
+        let i0 = (src.floor() as usize).min(n_in - 1);
+        let i1 = (i0 + 1).min(n_in - 1);
+        let frac = (src - i0 as f64) as f32;
+        m[i * n_in + i0] += 1.0 - frac;
+        m[i * n_in + i1] += frac;
+    }
+    Tensor::from_vec(m, (n_out, n_in), device)?.to_dtype(dtype)
+}
+
+/// Bilinear x2 upsampling with `align_corners = true` (PyTorch's
+/// `nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)`).
+///
+/// Written as two matrix products so that it has a backward pass (candle's
+/// `upsample_bilinear2d` has none). `(B, C, H, W) -> (B, C, 2H, 2W)`.
+pub fn upsample_bilinear2x_align_corners(xs: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    let (dev, dt) = (xs.device(), xs.dtype());
+    let mw_t = interp_matrix(w, 2 * w, dev, dt)?.t()?; // (W, 2W)
+    let mh_t = interp_matrix(h, 2 * h, dev, dt)?.t()?; // (H, 2H)
+    // Along W: (B*C*H, W) @ (W, 2W).
+    let xs = xs.contiguous()?.reshape((b * c * h, w))?.matmul(&mw_t)?;
+    // Along H: (B*C*2W, H) @ (H, 2H).
+    let xs = xs.reshape((b, c, h, 2 * w))?.transpose(2, 3)?.contiguous()?;
+    let xs = xs.reshape((b * c * 2 * w, h))?.matmul(&mh_t)?;
+    xs.reshape((b, c, 2 * w, 2 * h))?.transpose(2, 3)?.contiguous()
+}
+
+/// Replicate-pads the bottom and right of `(B, C, H, W)` so both sides are multiples of `m`.
+/// Returns the padded tensor; crop back with `narrow` to the original size.
+pub fn pad_replicate_to_multiple(xs: &Tensor, m: usize) -> Result<Tensor> {
+    let (_, _, h, w) = xs.dims4()?;
+    let ph = (m - h % m) % m;
+    let pw = (m - w % m) % m;
+    let xs = if ph > 0 { xs.pad_with_same(2, 0, ph)? } else { xs.clone() };
+    if pw > 0 {
+        xs.pad_with_same(3, 0, pw)
+    } else {
+        Ok(xs)
+    }
+}
+
+/// 2x2 average pooling with stride 2 (has a backward in candle because kernel == stride).
+pub fn avg_pool2(xs: &Tensor) -> Result<Tensor> {
+    xs.avg_pool2d(2)
+}
+
+/// LeakyReLU with negative slope `slope`.
+pub fn leaky_relu(xs: &Tensor, slope: f64) -> Result<Tensor> {
+    // max(x, slope * x) for 0 < slope < 1.
+    xs.maximum(&(xs * slope)?)
+}
+
+/// Channel-wise LayerNorm of NCHW input (NAFNet's `LayerNorm2d`), built from plain ops so it
+/// back-propagates (candle's fused `layer_norm` does not).
+pub fn layer_norm_2d(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let mu = xs.mean_keepdim(1)?;
+    let xc = xs.broadcast_sub(&mu)?;
+    let var = xc.sqr()?.mean_keepdim(1)?;
+    let xs = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let c = weight.dim(0)?;
+    xs.broadcast_mul(&weight.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&bias.reshape((1, c, 1, 1))?)
+}
+
+/// Depthwise 3x3 convolution, padding 1, as nine shifted multiply-adds (fast in candle, where
+/// a grouped conv runs one conv per group). `weight: (C, 1, 3, 3)`, `bias: (C,)`.
+pub fn depthwise_conv3x3(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (_, c, h, w) = xs.dims4()?;
+    let padded = xs.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+    let mut acc: Option<Tensor> = None;
+    for ky in 0..3 {
+        for kx in 0..3 {
+            let tap = weight.narrow(2, ky, 1)?.narrow(3, kx, 1)?.reshape((1, c, 1, 1))?;
+            let term = padded.narrow(2, ky, h)?.narrow(3, kx, w)?.broadcast_mul(&tap)?;
+            acc = Some(match acc {
+                Some(a) => (a + term)?,
+                None => term,
+            });
+        }
+    }
+    let acc = acc.ok_or_else(|| candle_core::Error::Msg("depthwise_conv3x3: no taps".into()))?;
+    acc.broadcast_add(&bias.reshape((1, c, 1, 1))?)
+}
+
+/// Global average over H and W, keeping dims: `(B, C, H, W) -> (B, C, 1, 1)`.
+pub fn global_avg_pool(xs: &Tensor) -> Result<Tensor> {
+    xs.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bilinear_matches_pytorch_align_corners() -> Result<()> {
+        // torch.nn.functional.interpolate(torch.tensor([[[[0.,1.],[2.,3.]]]]), scale_factor=2,
+        //     mode="bilinear", align_corners=True)
+        let x = Tensor::new(&[[[[0f32, 1.], [2., 3.]]]], &Device::Cpu)?;
+        let y = upsample_bilinear2x_align_corners(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        let want = [
+            0.0, 0.3333, 0.6667, 1.0, 0.6667, 1.0, 1.3333, 1.6667, 1.3333, 1.6667, 2.0, 2.3333,
+            2.0, 2.3333, 2.6667, 3.0,
+        ];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-4, "{y:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn pad_to_multiple_replicates_edges() -> Result<()> {
+        let x = Tensor::arange(0f32, 6., &Device::Cpu)?.reshape((1, 1, 2, 3))?;
+        let y = pad_replicate_to_multiple(&x, 4)?;
+        assert_eq!(y.dims(), &[1, 1, 4, 4]);
+        let rows = y.squeeze(0)?.squeeze(0)?.to_vec2::<f32>()?;
+        assert_eq!(rows[3], vec![3., 4., 5., 5.]);
+        Ok(())
+    }
+
+    #[test]
+    fn depthwise_matches_grouped_conv() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 4, 5, 6), &dev)?;
+        let w = Tensor::randn(0f32, 1., (4, 1, 3, 3), &dev)?;
+        let b = Tensor::randn(0f32, 1., 4, &dev)?;
+        let ours = depthwise_conv3x3(&x, &w, &b)?;
+        let theirs = x.conv2d(&w, 1, 1, 1, 4)?.broadcast_add(&b.reshape((1, 4, 1, 1))?)?;
+        let diff = (ours - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "{diff}");
+        Ok(())
+    }
+}

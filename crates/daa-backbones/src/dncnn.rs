@@ -1,0 +1,98 @@
+//! DnCNN (Zhang et al., "Beyond a Gaussian Denoiser", TIP 2017, arXiv:1608.03981).
+//!
+//! conv3x3+ReLU, then `depth - 2` x (conv3x3 [+ BatchNorm] + ReLU), then conv3x3; the output is
+//! the residual (DnCNN's noise estimate with the sign that `x + R(x)` restores). Differences
+//! from the original: BatchNorm is optional (`batch_norm`), biases are kept on every conv
+//! when it is off. Tensor names: `head`, `body.{i}.conv`, `body.{i}.bn`, `tail`.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{batch_norm, conv2d, conv2d_no_bias, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+
+/// DnCNN configuration. Input/output `(B, 3, H, W)`, any size.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnCnnConfig {
+    /// Total number of conv layers (the paper: 17).
+    pub depth: usize,
+    /// Channels of the hidden layers (the paper: 64).
+    pub width: usize,
+    /// BatchNorm after the middle convs (the paper: yes).
+    pub batch_norm: bool,
+}
+
+impl DnCnnConfig {
+    /// The original DnCNN-S: 17 layers of 64 channels with BatchNorm.
+    pub fn paper() -> Self {
+        Self { depth: 17, width: 64, batch_norm: true }
+    }
+    /// CPU-sized: 10 layers of 32 channels.
+    pub fn cpu() -> Self {
+        Self { depth: 10, width: 32, batch_norm: true }
+    }
+    /// For tests.
+    pub fn tiny() -> Self {
+        Self { depth: 4, width: 8, batch_norm: true }
+    }
+    fn validate(&self) -> Result<()> {
+        if self.depth < 2 || self.width == 0 {
+            candle_core::bail!("dncnn: need depth >= 2 and width > 0, got {self:?}");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    conv: Conv2d,
+    bn: Option<BatchNorm>,
+}
+
+/// DnCNN (see the module docs).
+#[derive(Debug, Clone)]
+pub struct DnCnn {
+    head: Conv2d,
+    body: Vec<Layer>,
+    tail: Conv2d,
+    span: tracing::Span,
+}
+
+impl DnCnn {
+    /// Creates or loads the network from `vb`.
+    pub fn new(vb: VarBuilder, cfg: &DnCnnConfig) -> Result<Self> {
+        cfg.validate()?;
+        let c = Conv2dConfig { padding: 1, ..Default::default() };
+        let head = conv2d(3, cfg.width, 3, c, vb.pp("head"))?;
+        let mut body = Vec::new();
+        for i in 0..cfg.depth - 2 {
+            let vb = vb.pp("body").pp(i);
+            let layer = if cfg.batch_norm {
+                let bn_cfg = BatchNormConfig { eps: 1e-4, ..Default::default() };
+                Layer {
+                    conv: conv2d_no_bias(cfg.width, cfg.width, 3, c, vb.pp("conv"))?,
+                    bn: Some(batch_norm(cfg.width, bn_cfg, vb.pp("bn"))?),
+                }
+            } else {
+                Layer { conv: conv2d(cfg.width, cfg.width, 3, c, vb.pp("conv"))?, bn: None }
+            };
+            body.push(layer);
+        }
+        let tail = conv2d(cfg.width, 3, 3, c, vb.pp("tail"))?;
+        Ok(Self { head, body, tail, span: tracing::span!(tracing::Level::TRACE, "dncnn") })
+    }
+}
+
+impl ModuleT for DnCnn {
+    /// `(B, 3, H, W) -> (B, 3, H, W)`: the residual. `train` selects batch statistics.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let _e = self.span.enter();
+        let mut xs = xs.apply(&self.head)?.relu()?;
+        for layer in &self.body {
+            xs = xs.apply(&layer.conv)?;
+            if let Some(bn) = &layer.bn {
+                xs = xs.apply_t(bn, train)?;
+            }
+            xs = xs.relu()?;
+        }
+        self.tail.forward(&xs)
+    }
+}
