@@ -1,1 +1,60 @@
-fn main(){}
+//! `daa`: train restoration networks with noise-space domain adaptation, evaluate them, and
+//! restore photos. A thin layer over `daa-train`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "daa", version, about = "Noise-space domain adaptation for image restoration")]
+struct Cli {
+    /// Device: cpu or cuda:N.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    /// Log more (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a restorer (from a preset, a config file, and flags that override fields).
+    Train(cmd::train::Args),
+    /// Evaluate a restorer checkpoint on held-out pairs: PSNR/SSIM of input and restored.
+    Eval(cmd::eval::Args),
+    /// Restore an image or a folder of images with a restorer checkpoint.
+    Restore(cmd::restore::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = cmd::parse_device(&cli.device).and_then(|device| match cli.cmd {
+        Cmd::Train(a) => a.run(&device),
+        Cmd::Eval(a) => a.run(&device),
+        Cmd::Restore(a) => a.run(&device),
+    });
+    if let Err(e) = result {
+        eprintln!("error: {}", one_line(&format!("{e:#}")));
+        std::process::exit(1);
+    }
+}
+
+/// The error message without the backtrace candle appends when RUST_BACKTRACE is set.
+fn one_line(msg: &str) -> String {
+    let is_frame = |l: &str| {
+        let t = l.trim_start();
+        t.split_once(':').is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            || t.starts_with("at ")
+    };
+    msg.lines().take_while(|l| !is_frame(l)).collect::<Vec<_>>().join(" ").trim().to_string()
+}

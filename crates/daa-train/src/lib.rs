@@ -1,1 +1,42 @@
+//! # daa-train: the training engine, metrics, checkpoints and inference helpers
+//!
+//! Wires `daa-degrade` (data) and `daa-backbones` (networks) into a plain training loop:
+//! Charbonnier loss, an Adam whose state the engine owns (so resume is exact), config as a
+//! serde struct with named presets, a run folder with the resolved config, JSONL metrics,
+//! atomic safetensors checkpoints, and PSNR/SSIM evaluation with explicit conventions.
+//!
+//! Place in the crate graph: depends on the four libraries and `safetensors`; the `daa`
+//! binary (daa-cli) is a thin layer over it.
+//!
+//! ```no_run
+//! use daa_train::{train, TrainConfig};
+//! let mut cfg = TrainConfig::smoke();
+//! cfg.steps = 10;
+//! let summary = train(&cfg, std::path::Path::new("runs/example"), &candle_core::Device::Cpu,
+//!     false, &mut |_event| {})?;
+//! println!("restored PSNR {:.2} dB", summary.final_eval.mean_restored.psnr);
+//! # Ok::<(), daa_train::Error>(())
+//! ```
 
+mod checkpoint;
+mod config;
+mod engine;
+mod error;
+mod eval;
+mod events;
+mod init;
+mod loss;
+pub mod metrics;
+mod optim;
+mod restore;
+
+pub use checkpoint::{load_restorer, save_restorer, write_atomic, RESTORER_FORMAT};
+pub use config::{DataSpec, EvalConfig, Method, OptimConfig, TrainConfig, PRESETS};
+pub use engine::{train, TrainSummary};
+pub use error::{Error, Result};
+pub use eval::{evaluate, EvalReport, ImageScores, Scores};
+pub use events::Event;
+pub use init::seeded_var_builder;
+pub use loss::charbonnier;
+pub use optim::Adam;
+pub use restore::{restore_image, TileConfig};

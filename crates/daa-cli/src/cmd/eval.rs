@@ -1,0 +1,72 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+use daa_degrade::{Degradation, PairedFolder, SmallImagePolicy, SyntheticPairs, UnpairedFolder};
+use daa_train::metrics::MetricConfig;
+use daa_train::{evaluate, load_restorer, DataSpec, TileConfig, TrainConfig};
+
+/// Flags of `daa eval`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Restorer checkpoint (.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Aligned pairs: degraded inputs...
+    #[arg(long, requires = "target_dir")]
+    input_dir: Option<PathBuf>,
+    /// ...and clean targets (paired by file name).
+    #[arg(long, requires = "input_dir")]
+    target_dir: Option<PathBuf>,
+    /// Or: clean photos, degraded with AWGN of --sigma (default: the preset's held-out set).
+    #[arg(long, conflicts_with = "input_dir")]
+    clean_dir: Option<PathBuf>,
+    /// AWGN sigma (0..255) for --clean-dir; default: the preset's U[0, 75].
+    #[arg(long)]
+    sigma: Option<f32>,
+    /// Preset whose held-out set is used when no data flag is given.
+    #[arg(long, default_value = "denoise")]
+    preset: String,
+    /// Measure on the Y channel (BT.601) instead of RGB.
+    #[arg(long)]
+    y_channel: bool,
+    /// Pixels cropped from each border before measuring.
+    #[arg(long, default_value_t = 0)]
+    crop_border: usize,
+    /// Seed of the degradation of synthetic pairs.
+    #[arg(long, default_value_t = 2024)]
+    seed: u64,
+    /// Write restored images into this folder.
+    #[arg(long)]
+    save_dir: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn run(self, device: &Device) -> Result<()> {
+        let (_, net, _) = load_restorer(&self.checkpoint, device, None)?;
+        let preset = TrainConfig::preset(&self.preset)?;
+        let policy = SmallImagePolicy::ReflectPad;
+        let data: Box<dyn daa_degrade::PairSource> = match (&self.input_dir, &self.target_dir, &self.clean_dir) {
+            (Some(i), Some(t), _) => Box::new(PairedFolder::open(i, t, false, policy, false)?),
+            (None, None, clean) => {
+                let (dir, mut degradation) = match &preset.eval.data {
+                    DataSpec::Synthetic { clean_dir, degradation } => (clean_dir.clone(), degradation.clone()),
+                    DataSpec::Paired { .. } => bail!("preset {} evaluates on pairs; pass --input-dir/--target-dir", self.preset),
+                };
+                if let Some(s) = self.sigma {
+                    degradation = Degradation::Awgn(daa_degrade::AwgnParams { sigma_min: s, sigma_max: s });
+                }
+                let folder = UnpairedFolder::open(clean.as_ref().unwrap_or(&dir), false, policy, false)?;
+                Box::new(SyntheticPairs::new(folder, degradation)?)
+            }
+            _ => bail!("give --input-dir with --target-dir, or --clean-dir"),
+        };
+        let metric = MetricConfig { crop_border: self.crop_border, y_channel: self.y_channel, quantize: true };
+        let report = evaluate(&net, data.as_ref(), &metric, self.seed, device, TileConfig::default(), self.save_dir.as_deref())?;
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}", report.to_markdown());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use daa_train::{DataSpec, Event, TrainConfig, PRESETS};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Flags of `daa train`. Settings come from `--preset` (default `denoise`) or `--config`,
+/// then each flag given overrides one field. The resolved config is saved in the run folder.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A named preset: denoise (CPU, embedded photos), denoise-paper (GPU scale), smoke (tests).
+    #[arg(long, default_value = "denoise", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
+    preset: String,
+    /// A JSON config file (as written to a run's config.json) instead of a preset.
+    #[arg(long, conflicts_with = "preset")]
+    config: Option<PathBuf>,
+    /// Run folder (default: runs/<preset>-<unix time>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in --run-dir from its last checkpoint.
+    #[arg(long, requires = "run_dir")]
+    resume: bool,
+    /// Optimizer steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Training patch side.
+    #[arg(long)]
+    patch_size: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// The run's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Restoration network at the preset's scale: unet, dncnn, nafnet.
+    #[arg(long)]
+    backbone: Option<String>,
+    /// Train on clean photos from this folder (degraded by the preset's degradation).
+    #[arg(long, conflicts_with_all = ["train_input", "train_target"])]
+    train_clean: Option<PathBuf>,
+    /// Train on aligned pairs: degraded inputs...
+    #[arg(long, requires = "train_target")]
+    train_input: Option<PathBuf>,
+    /// ...and their clean targets (paired by file name).
+    #[arg(long, requires = "train_input")]
+    train_target: Option<PathBuf>,
+    /// Evaluate on clean held-out photos from this folder (degraded like the training data).
+    #[arg(long)]
+    test_clean: Option<PathBuf>,
+    /// Evaluate every N steps (0: only at the end).
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Print the resolved config as JSON and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl Args {
+    fn resolve(&self) -> Result<TrainConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {p:?}"))?;
+                TrainConfig::from_json(&text).with_context(|| format!("parsing {p:?}"))?
+            }
+            None => TrainConfig::preset(&self.preset)?,
+        };
+        if let Some(v) = self.steps {
+            cfg.steps = v;
+        }
+        if let Some(v) = self.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = self.patch_size {
+            cfg.patch_size = v;
+        }
+        if let Some(v) = self.lr {
+            cfg.optim.lr = v;
+        }
+        if let Some(v) = self.seed {
+            cfg.seed = v;
+        }
+        if let Some(v) = self.eval_every {
+            cfg.eval.every = v;
+        }
+        if let Some(name) = &self.backbone {
+            cfg.backbone = cfg.backbone_by_name(name)?;
+        }
+        let degradation = match (&cfg.train_data, &cfg.eval.data) {
+            (DataSpec::Synthetic { degradation, .. }, _) | (_, DataSpec::Synthetic { degradation, .. }) => {
+                Some(degradation.clone())
+            }
+            _ => None,
+        };
+        if let Some(dir) = &self.train_clean {
+            let degradation = degradation.clone().context("--train-clean needs a degradation from the preset")?;
+            cfg.train_data = DataSpec::Synthetic { clean_dir: dir.clone(), degradation };
+        }
+        if let (Some(i), Some(t)) = (&self.train_input, &self.train_target) {
+            cfg.train_data = DataSpec::Paired { input_dir: i.clone(), target_dir: t.clone() };
+        }
+        if let Some(dir) = &self.test_clean {
+            let degradation = degradation.context("--test-clean needs a degradation from the preset")?;
+            cfg.eval.data = DataSpec::Synthetic { clean_dir: dir.clone(), degradation };
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn run(self, device: &Device) -> Result<()> {
+        let cfg = self.resolve()?;
+        if self.print_config {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", serde_json::to_string_pretty(&cfg)?);
+            }
+            return Ok(());
+        }
+        let run_dir = self.run_dir.clone().unwrap_or_else(|| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            PathBuf::from("runs").join(format!("{}-{t}", cfg.preset))
+        });
+        let bar = ProgressBar::new(cfg.steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        eprintln!("training {} ({}) for {} steps in {run_dir:?}", cfg.backbone.name(), cfg.preset, cfg.steps);
+        let mut on_event = |e: &Event| match e {
+            Event::Started { start_step, parameters, .. } => {
+                bar.set_position(*start_step as u64);
+                bar.println(format!("restorer: {parameters} parameters"));
+            }
+            Event::Step { step, losses, seconds_per_step, .. } => {
+                bar.set_position(*step as u64);
+                let parts: Vec<String> = losses.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                bar.set_message(format!("{} | {:.2} s/step", parts.join(" "), seconds_per_step));
+            }
+            Event::SkippedStep { step, in_a_row } => {
+                bar.println(format!("warning: non-finite loss at step {step}, skipped ({in_a_row} in a row)"));
+            }
+            Event::Evaluated { step, report } => bar.println(format!(
+                "step {step}: held-out PSNR {:.2} dB, SSIM {:.4} (input {:.2} dB, {:.4})",
+                report.mean_restored.psnr, report.mean_restored.ssim, report.mean_input.psnr, report.mean_input.ssim
+            )),
+            Event::Checkpoint { path } => tracing::info!(?path, "checkpoint"),
+        };
+        let summary = daa_train::train(&cfg, &run_dir, device, self.resume, &mut on_event)?;
+        bar.finish_and_clear();
+        let r = &summary.final_eval;
+        #[allow(clippy::print_stdout)]
+        {
+            println!("\nHeld-out evaluation after {} steps ({} images):\n", summary.steps, r.images.len());
+            println!("{}", r.to_markdown());
+            let gain = r.mean_restored.psnr - r.mean_input.psnr;
+            println!(
+                "restored {:.2} dB / {:.4} vs input {:.2} dB / {:.4} ({gain:+.2} dB)",
+                r.mean_restored.psnr, r.mean_restored.ssim, r.mean_input.psnr, r.mean_input.ssim
+            );
+            println!("run folder: {}  (checkpoint: {})", summary.run_dir.display(), summary.checkpoint.display());
+        }
+        Ok(())
+    }
+}

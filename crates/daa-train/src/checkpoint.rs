@@ -1,0 +1,127 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use daa_backbones::{Backbone, BackboneConfig};
+
+use crate::{Error, Result};
+
+/// The `daa.format` metadata value of a restorer checkpoint written by daa.
+pub const RESTORER_FORMAT: &str = "daa-restorer-v1";
+
+/// Writes a file atomically: `write` fills a temporary file beside `path`, which is synced and
+/// then renamed over `path`. On any failure the temporary file is removed and whatever was at
+/// `path` before stays intact.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = write(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Saves named tensors plus string metadata as safetensors, atomically.
+pub(crate) fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>, metadata: HashMap<String, String>) -> Result<()> {
+    write_atomic(path, |tmp| {
+        let mut items: Vec<(&String, &Tensor)> = tensors.iter().collect();
+        items.sort_by(|a, b| a.0.cmp(b.0));
+        safetensors::serialize_to_file(items, Some(metadata), tmp).map_err(|e| Error::io(path, e))
+    })
+}
+
+pub(crate) fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
+    let data = varmap.data().lock().map_err(|e| Error::Config(format!("varmap lock poisoned: {e}")))?;
+    Ok(data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect())
+}
+
+/// Saves a restorer's weights with its configuration in the file's metadata
+/// (`daa.format`, `daa.backbone` as JSON), so `daa restore` needs nothing else.
+pub fn save_restorer(path: &Path, varmap: &VarMap, cfg: &BackboneConfig) -> Result<()> {
+    let json = serde_json::to_string(cfg).map_err(|e| Error::Config(e.to_string()))?;
+    let meta = HashMap::from([
+        ("daa.format".to_string(), RESTORER_FORMAT.to_string()),
+        ("daa.backbone".to_string(), json),
+    ]);
+    save_tensors(path, &varmap_tensors(varmap)?, meta)
+}
+
+/// Reads the safetensors metadata of `path`.
+pub(crate) fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), reason: format!("not a safetensors file: {e}") })?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// Loads every variable of `varmap` from `path`; a missing tensor or a shape mismatch is an
+/// error naming it.
+pub(crate) fn load_into(varmap: &VarMap, path: &Path, device: &Device) -> Result<()> {
+    let tensors = candle_core::safetensors::load(path, device)
+        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })?;
+    let data = varmap.data().lock().map_err(|e| Error::Config(format!("varmap lock poisoned: {e}")))?;
+    let mut missing: Vec<&String> = data.keys().filter(|k| !tensors.contains_key(*k)).collect();
+    missing.sort();
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().take(8).map(|s| s.as_str()).collect();
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("{} tensors missing, e.g. {}", missing.len(), shown.join(", ")),
+        });
+    }
+    for (name, var) in data.iter() {
+        let t = &tensors[name];
+        if t.shape() != var.shape() {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!("{name} has shape {:?}, the network wants {:?}", t.shape(), var.shape()),
+            });
+        }
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// Loads a restorer. The architecture comes from the file's `daa.backbone` metadata, or from
+/// `arch` when given (needed for checkpoints converted from other tools). Returns the config,
+/// the network and its variables.
+pub fn load_restorer(path: &Path, device: &Device, arch: Option<&BackboneConfig>) -> Result<(BackboneConfig, Backbone, VarMap)> {
+    let meta = read_metadata(path)?;
+    let cfg = match (arch, meta.get("daa.backbone")) {
+        (Some(a), _) => a.clone(),
+        (None, Some(json)) => serde_json::from_str(json)
+            .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), reason: format!("bad daa.backbone metadata: {e}") })?,
+        (None, None) => {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: "no daa.backbone metadata; name the architecture (e.g. --arch unet-paper)".into(),
+            })
+        }
+    };
+    let varmap = VarMap::new();
+    let net = cfg.build(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    load_into(&varmap, path, device)?;
+    Ok((cfg, net, varmap))
+}
+
+/// The periodic checkpoint files of a run, oldest first: `restorer-{step}.safetensors`.
+pub(crate) fn periodic_checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
+    let mut out: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let step = name.strip_prefix("restorer-")?.strip_suffix(".safetensors")?.parse().ok()?;
+                    Some((step, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
