@@ -173,3 +173,53 @@ fn invalid_configs_are_errors_not_panics() {
     let bad = BackboneConfig::NafNet(NafNetConfig { dec_blocks: vec![1], ..NafNetConfig::tiny() });
     assert!(bad.build(vb).is_err());
 }
+
+/// Autograd gradients equal central finite differences (in f64) for a sample of weights of
+/// every backbone: catches a wrong backward in the hand-written ops (bilinear upsampling as
+/// matmuls, LayerNorm2d, the depthwise conv, replicate padding).
+#[test]
+fn gradients_match_finite_differences() -> Result<()> {
+    for cfg in tiny_configs() {
+        let varmap = VarMap::new();
+        let net = cfg.build(VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu))?;
+        let mut vars: Vec<(String, Var)> = {
+            let data = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars.retain(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"));
+        // Open NAFNet's zero-initialised gates so every path carries gradient.
+        for (k, v) in &vars {
+            if k.ends_with("beta") || k.ends_with("gamma") {
+                v.set(&(v.ones_like()? * 0.5)?)?;
+            }
+        }
+        let x = Tensor::rand(0f64, 1., (2, 3, 13, 10), &Device::Cpu)?;
+        let target = Tensor::rand(0f64, 1., (2, 3, 13, 10), &Device::Cpu)?;
+        // Eval mode (running statistics) so the loss is a fixed function of the weights.
+        let loss = || -> Result<f64> { (net.restore(&x, false)? - &target)?.sqr()?.mean_all()?.to_scalar::<f64>() };
+        let grads = (net.restore(&x, false)? - &target)?.sqr()?.mean_all()?.backward()?;
+        for (name, var) in &vars {
+            let g = grads.get(var.as_tensor()).ok_or_else(|| candle_core::Error::Msg(format!("no grad {name}")))?;
+            let g: Vec<f64> = g.flatten_all()?.to_vec1()?;
+            let w0: Vec<f64> = var.as_tensor().flatten_all()?.to_vec1()?;
+            // Check the first and the largest-gradient entries.
+            let imax = g.iter().enumerate().fold(0, |m, (i, v)| if v.abs() > g[m].abs() { i } else { m });
+            for i in [0, imax] {
+                let h = 1e-5;
+                let mut w = w0.clone();
+                w[i] = w0[i] + h;
+                var.set(&Tensor::from_vec(w.clone(), var.shape(), &Device::Cpu)?)?;
+                let lp = loss()?;
+                w[i] = w0[i] - h;
+                var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu)?)?;
+                let lm = loss()?;
+                var.set(&Tensor::from_vec(w0.clone(), var.shape(), &Device::Cpu)?)?;
+                let fd = (lp - lm) / (2.0 * h);
+                let tol = 1e-6 + 1e-4 * fd.abs().max(g[i].abs());
+                assert!((fd - g[i]).abs() < tol, "{}: {name}[{i}] autograd {} vs finite difference {fd}", cfg.name(), g[i]);
+            }
+        }
+    }
+    Ok(())
+}
