@@ -1,0 +1,137 @@
+//! Residual blocks with scale-shift noise-level conditioning, and their helpers.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{Device, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, Module, VarBuilder};
+use rand::{Rng, SeedableRng};
+
+/// Kaiming-normal, fan-in (gain sqrt(2)): the paper's init for every conv and linear.
+pub fn kaiming() -> candle_nn::Init {
+    candle_nn::init::DEFAULT_KAIMING_NORMAL
+}
+
+pub fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize) -> Result<Conv2d> {
+    let w = vb.get_with_hints((cout, cin, k, k), "weight", kaiming())?;
+    let b = vb.get_with_hints(cout, "bias", candle_nn::Init::Const(0.0))?;
+    Ok(Conv2d::new(w, Some(b), Conv2dConfig { padding: k / 2, ..Default::default() }))
+}
+
+pub fn lin(vb: VarBuilder, din: usize, dout: usize) -> Result<Linear> {
+    let w = vb.get_with_hints((dout, din), "weight", kaiming())?;
+    let b = vb.get_with_hints(dout, "bias", candle_nn::Init::Const(0.0))?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+/// GroupNorm with eps 1e-5 (candle's is built from plain ops, so it back-propagates).
+pub fn group_norm(vb: VarBuilder, groups: usize, ch: usize) -> Result<GroupNorm> {
+    candle_nn::group_norm(groups, ch, 1e-5, vb)
+}
+
+/// Dropout whose masks come from a seeded stream shared by the network, so that training
+/// reproduces from a seed on every device (candle's CPU RNG cannot be seeded).
+#[derive(Debug, Clone)]
+pub struct DropoutRng(pub Arc<Mutex<rand_chacha::ChaCha8Rng>>);
+
+impl DropoutRng {
+    pub fn new(seed: u64) -> Self {
+        Self(Arc::new(Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed))))
+    }
+
+    pub fn reseed(&self, seed: u64) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        }
+    }
+
+    /// Inverted dropout: zero with probability `p`, scale the rest by `1 / (1 - p)`.
+    pub fn apply(&self, xs: &Tensor, p: f64) -> Result<Tensor> {
+        if p <= 0.0 {
+            return Ok(xs.clone());
+        }
+        let n = xs.elem_count();
+        let keep = 1.0 / (1.0 - p);
+        let mask: Vec<f32> = {
+            let mut r = self.0.lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            (0..n).map(|_| if r.random::<f64>() < p { 0.0 } else { keep as f32 }).collect()
+        };
+        let mask = Tensor::from_vec(mask, xs.shape(), &Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())?;
+        xs * mask
+    }
+}
+
+/// Up/down sampling inside a residual block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resample {
+    None,
+    /// 2x2 average pooling.
+    Down,
+    /// Nearest-neighbour x2.
+    Up,
+}
+
+fn resample(xs: &Tensor, r: Resample) -> Result<Tensor> {
+    match r {
+        Resample::None => Ok(xs.clone()),
+        Resample::Down => xs.avg_pool2d(2),
+        Resample::Up => {
+            let (_, _, h, w) = xs.dims4()?;
+            xs.upsample_nearest2d(2 * h, 2 * w)
+        }
+    }
+}
+
+/// ADM residual block: `in_layers` (GN, SiLU, [resample], conv3x3), `emb_layers` (SiLU,
+/// Linear -> 2*out for scale and shift), `out_layers` (GN * (1 + scale) + shift, SiLU, dropout,
+/// conv3x3), plus a skip (identity, or a 1x1 conv when the width changes; resampled too).
+#[derive(Debug, Clone)]
+pub struct ResBlock {
+    in_norm: GroupNorm,
+    in_conv: Conv2d,
+    emb: Linear,
+    out_norm: GroupNorm,
+    out_conv: Conv2d,
+    skip: Option<Conv2d>,
+    resample: Resample,
+    dropout: f64,
+    out_ch: usize,
+}
+
+impl ResBlock {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(vb: VarBuilder, cin: usize, cout: usize, emb_dim: usize, groups: usize, dropout: f64, resample: Resample) -> Result<Self> {
+        Ok(Self {
+            in_norm: group_norm(vb.pp("in_layers").pp("0"), groups, cin)?,
+            in_conv: conv(vb.pp("in_layers").pp("2"), cin, cout, 3)?,
+            emb: lin(vb.pp("emb_layers").pp("1"), emb_dim, 2 * cout)?,
+            out_norm: group_norm(vb.pp("out_layers").pp("0"), groups, cout)?,
+            out_conv: conv(vb.pp("out_layers").pp("3"), cout, cout, 3)?,
+            skip: if cin != cout { Some(conv(vb.pp("skip_connection"), cin, cout, 1)?) } else { None },
+            resample,
+            dropout,
+            out_ch: cout,
+        })
+    }
+
+    /// `xs: (B, C_in, H, W)`, `emb: (B, E)` -> `(B, C_out, H', W')`.
+    pub fn forward(&self, xs: &Tensor, emb: &Tensor, train: bool, rng: &DropoutRng) -> Result<Tensor> {
+        let h = candle_nn::ops::silu(&self.in_norm.forward(xs)?)?;
+        let h = resample(&h, self.resample)?.apply(&self.in_conv)?;
+        let x = resample(xs, self.resample)?;
+        // (B, 2*C_out) -> scale, shift of shape (B, C_out, 1, 1).
+        let e = self.emb.forward(&candle_nn::ops::silu(emb)?)?.unsqueeze(2)?.unsqueeze(3)?;
+        let scale = e.narrow(1, 0, self.out_ch)?;
+        let shift = e.narrow(1, self.out_ch, self.out_ch)?;
+        let h = self.out_norm.forward(&h)?.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?;
+        let mut h = candle_nn::ops::silu(&h)?;
+        if train {
+            h = rng.apply(&h, self.dropout)?;
+        }
+        let h = h.apply(&self.out_conv)?;
+        let skip = match &self.skip {
+            Some(c) => x.apply(c)?,
+            None => x,
+        };
+        skip + h
+    }
+}
