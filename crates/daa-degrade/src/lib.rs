@@ -14,13 +14,14 @@
 //! let clean = Image::filled(32, 24, [0.5, 0.4, 0.3]);
 //! let deg = Degradation::Awgn(AwgnParams { sigma_min: 0.0, sigma_max: 75.0 });
 //! let mut rng = sample_rng(7, 0, 0);
-//! let noisy = deg.apply(&clean, &mut rng);
+//! let noisy = deg.apply(&clean, &mut rng)?;
 //! assert_eq!((noisy.width(), noisy.height()), (32, 24));
 //! let t = noisy.to_tensor()?; // (1, 3, 24, 32)
 //! assert_eq!(t.dims(), &[1, 3, 24, 32]);
 //! # Ok::<(), daa_degrade::Error>(())
 //! ```
 
+mod correlated_noise;
 mod dataset;
 mod error;
 mod image_buf;
@@ -29,6 +30,7 @@ mod noise;
 mod pipeline;
 mod transforms;
 
+pub use correlated_noise::{correlated_noise, CorrelatedNoiseParams};
 pub use dataset::{
     collate, list_images, PairSource, PairedFolder, SyntheticPairs, UnpairedFolder,
 };

@@ -6,14 +6,24 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use daa_backbones::parameter_count;
-use daa_degrade::{collate, sample_rng, PairSource, PairedFolder, SyntheticPairs, UnpairedFolder};
+use daa_degrade::{collate, sample_rng, save_image, Image, PairSource, PairedFolder, SyntheticPairs, UnpairedFolder};
+use daa_diffusion::{AdaptationLoss, CondUNet, NoiseSchedule};
 use rand::seq::SliceRandom;
 
-use crate::checkpoint::{load_into, periodic_checkpoints, save_tensors};
-use crate::{charbonnier, evaluate, save_restorer, Adam, DataSpec, Error, EvalReport, Event, Result, TileConfig, TrainConfig};
+use crate::checkpoint::{load_into, periodic_checkpoints, save_tensors, varmap_tensors};
+use crate::step::{step_losses, Adaptation, Batch, LossParts};
+use crate::{evaluate, save_restorer, Adam, DataSpec, Error, EvalReport, Event, Method, Result, TargetSpec, TileConfig, TrainConfig};
+
+/// Salts that give each random stream of a run its own sequence from the one seed.
+const SALT_ORDER: u64 = 0x6461_615f_6f72_6472;
+const SALT_TARGET: u64 = 0x7461_7267_6574_0001;
+const SALT_EX: u64 = 0x6578_636c_6561_6e02;
+const SALT_STEP: u64 = 0x7374_6570_0000_0003;
+const SALT_DIFFUSION: u64 = 0x6469_6666_0000_0004;
+const SALT_MATERIALIZE: u64 = 0x6d61_7465_7269_0005;
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -44,30 +54,90 @@ pub(crate) fn open_pairs(spec: &DataSpec, cfg: &TrainConfig, augment: bool) -> R
 /// The order in which epoch `epoch` visits the `n` images: a seeded permutation.
 fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut sample_rng(seed ^ 0x6461_615f_6f72_6472, epoch, u64::MAX));
+    order.shuffle(&mut sample_rng(seed ^ SALT_ORDER, epoch, u64::MAX));
     order
 }
 
-/// Batch `step` as `(input, target)` CPU tensors. A pure function of (config, step): sample
-/// `k` of step `s` is global sample `g = s * B + k`, image `order(epoch)[g % N]`, with RNG
-/// `sample_rng(seed, epoch, g)`. So resuming at any step reproduces the same batches.
-fn make_batch(data: &dyn PairSource, cfg: &TrainConfig, step: usize) -> Result<(Tensor, Tensor)> {
-    let n = data.len();
-    let mut inputs = Vec::with_capacity(cfg.batch_size);
-    let mut targets = Vec::with_capacity(cfg.batch_size);
-    let mut order: Option<(u64, Vec<usize>)> = None;
+/// Global sample `g` of a stream over `n` images: `(epoch, image index)`.
+fn pick(seed: u64, n: usize, g: u64, cache: &mut Option<(u64, Vec<usize>)>) -> (u64, usize) {
+    let epoch = g / n as u64;
+    if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+        *cache = Some((epoch, epoch_order(seed, epoch, n)));
+    }
+    let idx = cache.as_ref().map(|(_, o)| o[(g % n as u64) as usize]).unwrap_or(0);
+    (epoch, idx)
+}
+
+/// The data of a run, opened (and so checked) before training.
+struct Data {
+    source: Box<dyn PairSource>,
+    target: Option<UnpairedFolder>,
+    ex_clean: Option<UnpairedFolder>,
+}
+
+/// Batch `step` on the CPU. A pure function of (config, step): sample `k` of step `s` is
+/// global sample `g = s * B + k` of each stream; the source stream visits image
+/// `order(epoch)[g % N]` with RNG `sample_rng(seed, epoch, g)`, and the target and Ex streams
+/// do the same with their own salts (independent crops). Resuming at any step reproduces them.
+fn make_batch(data: &Data, cfg: &TrainConfig, step: usize) -> Result<Batch> {
+    let p = cfg.patch_size;
+    let (mut xs, mut ys, mut xr, mut ex) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut c_s, mut c_r, mut c_e) = (None, None, None);
     for k in 0..cfg.batch_size {
         let g = (step * cfg.batch_size + k) as u64;
-        let epoch = g / n as u64;
-        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            order = Some((epoch, epoch_order(cfg.seed, epoch, n)));
+        let (epoch, idx) = pick(cfg.seed, data.source.len(), g, &mut c_s);
+        let (x, y) = data.source.patch(idx, p, &mut sample_rng(cfg.seed, epoch, g))?;
+        xs.push(x);
+        ys.push(y);
+        if let Some(t) = &data.target {
+            let seed = cfg.seed ^ SALT_TARGET;
+            let (epoch, idx) = pick(seed, t.len(), g, &mut c_r);
+            xr.push(t.patch(idx, p, &mut sample_rng(seed, epoch, g))?);
         }
-        let idx = order.as_ref().map(|(_, o)| o[(g % n as u64) as usize]).unwrap_or(0);
-        let (x, y) = data.patch(idx, cfg.patch_size, &mut sample_rng(cfg.seed, epoch, g))?;
-        inputs.push(x);
-        targets.push(y);
+        if let Some(e) = &data.ex_clean {
+            let seed = cfg.seed ^ SALT_EX;
+            let (epoch, idx) = pick(seed, e.len(), g, &mut c_e);
+            ex.push(e.patch(idx, p, &mut sample_rng(seed, epoch, g))?);
+        }
     }
-    Ok((collate(&inputs)?, collate(&targets)?))
+    let opt = |v: Vec<Image>| -> Result<Option<Tensor>> { if v.is_empty() { Ok(None) } else { Ok(Some(collate(&v)?)) } };
+    Ok(Batch { source_input: collate(&xs)?, source_target: collate(&ys)?, target_input: opt(xr)?, ex_clean: opt(ex)? })
+}
+
+/// Degrades every clean photo `variants` times into `dir/input` (and keeps the clean copies in
+/// `dir/gt`, which training never reads). Skipped when `dir/input` is already complete, as on
+/// resume; the content is a pure function of the seed anyway.
+fn materialize_target(dir: &Path, clean_dir: &Path, degradation: &daa_degrade::Degradation, variants: usize, cfg: &TrainConfig) -> Result<PathBuf> {
+    let input = dir.join("input");
+    let gt = dir.join("gt");
+    let clean = UnpairedFolder::open(clean_dir, false, cfg.small_images, false)?;
+    let expected = clean.len() * variants;
+    let done = std::fs::read_dir(&input).map(|d| d.count()).unwrap_or(0);
+    if done == expected {
+        return Ok(input);
+    }
+    for d in [&input, &gt] {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    for i in 0..clean.len() {
+        let (img, name) = clean.image(i)?;
+        for v in 0..variants {
+            let mut rng = sample_rng(cfg.seed ^ SALT_MATERIALIZE, v as u64, i as u64);
+            let degraded = degradation.apply(&img, &mut rng)?;
+            save_image(input.join(format!("{name}_{v}.png")), &degraded)?;
+            save_image(gt.join(format!("{name}_{v}.png")), &img)?;
+        }
+    }
+    Ok(input)
+}
+
+fn named_vars(varmap: &VarMap, prefix: &str) -> Result<Vec<(String, Var)>> {
+    let data = varmap.data().lock().map_err(|e| Error::Config(e.to_string()))?;
+    Ok(data
+        .iter()
+        .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+        .map(|(k, v)| (format!("{prefix}{k}"), v.clone()))
+        .collect())
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
@@ -97,9 +167,23 @@ impl RunFiles {
 /// when `resume` is set, and refused otherwise). `on_event` receives progress.
 pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, on_event: &mut dyn FnMut(&Event)) -> Result<TrainSummary> {
     cfg.validate()?;
+    let adapt = cfg.method != Method::Vanilla;
     // Open (and so check) every dataset before anything is written or trained.
-    let train_data = open_pairs(&cfg.train_data, cfg, cfg.augment)?;
+    let source = open_pairs(&cfg.train_data, cfg, cfg.augment)?;
     let eval_data = open_pairs(&cfg.eval.data, cfg, false)?;
+    let mut target = match (&cfg.adaptation.target, adapt) {
+        (TargetSpec::Folder { dir }, true) => Some(UnpairedFolder::open(dir, cfg.augment, cfg.small_images, cfg.cache_images)?),
+        (TargetSpec::Synthetic { clean_dir, .. }, true) => {
+            UnpairedFolder::open(clean_dir, false, cfg.small_images, false)?;
+            None
+        }
+        _ => None,
+    };
+    let ex_clean = if cfg.method == Method::DaEx {
+        Some(UnpairedFolder::open(&cfg.adaptation.ex_clean_dir, cfg.augment, cfg.small_images, cfg.cache_images)?)
+    } else {
+        None
+    };
 
     let state_path = run_dir.join("train_state.json");
     let resuming = state_path.exists();
@@ -115,16 +199,24 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
         }
     }
     write_json(&run_dir.join("config.json"), cfg)?;
+    if let (TargetSpec::Synthetic { clean_dir, degradation, variants }, true) = (&cfg.adaptation.target, adapt) {
+        let dir = materialize_target(&run_dir.join("target_train"), clean_dir, degradation, *variants, cfg)?;
+        target = Some(UnpairedFolder::open(dir, cfg.augment, cfg.small_images, cfg.cache_images)?);
+    }
+    let data = Data { source, target, ex_clean };
 
     let varmap = VarMap::new();
     let net = cfg.backbone.build(crate::seeded_var_builder(&varmap, cfg.seed, DType::F32, device))?;
-    let named: Vec<_> = {
-        let data = varmap.data().lock().map_err(|e| Error::Config(e.to_string()))?;
-        data.iter()
-            .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    };
+    let mut named = named_vars(&varmap, "restorer.")?;
+    let d_varmap = VarMap::new();
+    let mut diffusion = None;
+    if adapt {
+        let a = &cfg.adaptation;
+        let unet = CondUNet::new(crate::seeded_var_builder(&d_varmap, cfg.seed ^ SALT_DIFFUSION, DType::F32, device), &a.diffusion)?;
+        let loss = AdaptationLoss::new(NoiseSchedule::paper(), a.loss.clone())?;
+        named.extend(named_vars(&d_varmap, "diffusion.")?);
+        diffusion = Some((unet, loss));
+    }
     let mut opt = Adam::new(named, cfg.optim)?;
 
     let mut state = TrainState { step: 0, best_psnr: None };
@@ -132,6 +224,9 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
         let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
         state = serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path: state_path.clone(), reason: e.to_string() })?;
         load_into(&varmap, &run_dir.join(format!("restorer-{}.safetensors", state.step)), device)?;
+        if adapt {
+            load_into(&d_varmap, &run_dir.join(format!("diffusion-{}.safetensors", state.step)), device)?;
+        }
         let opt_path = run_dir.join(format!("optimizer-{}.safetensors", state.step));
         let tensors = candle_core::safetensors::load(&opt_path, device)
             .map_err(|e| Error::Checkpoint { path: opt_path.clone(), reason: e.to_string() })?;
@@ -148,11 +243,12 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
     on_event(&Event::Started { start_step: state.step, total_steps: cfg.steps, parameters: parameter_count(&varmap) });
 
     let tiles = TileConfig::default();
+    let nets = Nets { restorer: &varmap, diffusion: adapt.then_some(&d_varmap) };
     let mut last_ckpt = None;
     let start = state.step;
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = mpsc::sync_channel::<Result<(Tensor, Tensor)>>(4);
-        let data = train_data.as_ref();
+        let (tx, rx) = mpsc::sync_channel::<Result<Batch>>(4);
+        let data = &data;
         scope.spawn(move || {
             for step in start..cfg.steps {
                 if tx.send(make_batch(data, cfg, step)).is_err() {
@@ -160,20 +256,29 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
                 }
             }
         });
+        let adaptation = diffusion.as_ref().map(|(unet, loss)| Adaptation {
+            unet,
+            loss,
+            lambda_max: cfg.adaptation.lambda_max,
+            ramp_steps: cfg.adaptation.ramp_steps,
+        });
         let mut t_log = Instant::now();
         let mut steps_since_log = 0usize;
         let mut nonfinite = 0usize;
         for step in start..cfg.steps {
-            let (xs, ys) = rx.recv().map_err(|_| Error::Config("data producer stopped".into()))??;
-            let (xs, ys) = (xs.to_device(device)?, ys.to_device(device)?);
-            // Patches are multiples of the size multiple (validated), so no padding is needed.
-            let restored = (&xs + net.residual(&xs, true)?)?;
-            let loss = charbonnier(&restored, &ys, cfg.charbonnier_eps)?;
-            let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let batch = rx.recv().map_err(|_| Error::Config("data producer stopped".into()))??;
+            let batch = to_device(batch, device)?;
+            let mut rng = sample_rng(cfg.seed ^ SALT_STEP, step as u64, 0);
+            if let Some(a) = &adaptation {
+                a.unet.reseed_dropout(rand::RngCore::next_u64(&mut sample_rng(cfg.seed ^ SALT_DIFFUSION, step as u64, 0)));
+            }
+            let parts = step_losses(&batch, &net, adaptation.as_ref(), cfg.charbonnier_eps, step, &mut rng)?;
+            let values = loss_values(&parts)?;
+            let total = values[0].1;
             let done = step + 1;
-            if !loss_v.is_finite() {
+            if !total.is_finite() {
                 nonfinite += 1;
-                tracing::warn!(step = done, loss = loss_v, in_a_row = nonfinite, "non-finite loss, step skipped");
+                tracing::warn!(step = done, loss = total, in_a_row = nonfinite, "non-finite loss, step skipped");
                 on_event(&Event::SkippedStep { step: done, in_a_row: nonfinite });
                 if nonfinite >= cfg.max_nonfinite_steps {
                     return Err(Error::Diverged(format!("{nonfinite} non-finite losses in a row at step {done}; lower the learning rate")));
@@ -181,14 +286,20 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
                 continue;
             }
             nonfinite = 0;
-            opt.step(&loss.backward()?)?;
+            opt.step(&parts.total.backward()?)?;
             steps_since_log += 1;
             if done % cfg.log_every == 0 || done == cfg.steps {
                 let sps = t_log.elapsed().as_secs_f64() / steps_since_log.max(1) as f64;
-                let losses = vec![("total", loss_v), ("rec", loss_v)];
-                tracing::info!(step = done, loss_rec = loss_v, lr = cfg.optim.lr, "train");
-                files.log(serde_json::json!({"step": done, "loss_total": loss_v, "loss_rec": loss_v, "lr": cfg.optim.lr, "sec_per_step": sps}))?;
-                on_event(&Event::Step { step: done, total_steps: cfg.steps, losses, lr: cfg.optim.lr, seconds_per_step: sps });
+                let mut line = serde_json::Map::new();
+                line.insert("step".into(), done.into());
+                for (k, v) in &values {
+                    line.insert(if *k == "lambda" { "lambda".to_string() } else { format!("loss_{k}") }, (*v).into());
+                }
+                line.insert("lr".into(), cfg.optim.lr.into());
+                line.insert("sec_per_step".into(), sps.into());
+                tracing::info!(step = done, loss_total = total, lambda = parts.lambda, "train");
+                files.log(serde_json::Value::Object(line))?;
+                on_event(&Event::Step { step: done, total_steps: cfg.steps, losses: values.clone(), lr: cfg.optim.lr, seconds_per_step: sps });
                 t_log = Instant::now();
                 steps_since_log = 0;
             }
@@ -200,10 +311,9 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
             let ckpt_now = (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.steps;
             if ckpt_now {
                 state.step = done;
-                last_ckpt = Some(checkpoint(run_dir, &varmap, &opt, cfg, &state)?);
-                if let Some(p) = &last_ckpt {
-                    on_event(&Event::Checkpoint { path: p.clone() });
-                }
+                let p = checkpoint(run_dir, &nets, &opt, cfg, &state)?;
+                on_event(&Event::Checkpoint { path: p.clone() });
+                last_ckpt = Some(p);
             }
         }
         Ok(())
@@ -219,6 +329,36 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
         None => run_dir.join(format!("restorer-{}.safetensors", state.step)),
     };
     Ok(TrainSummary { run_dir: run_dir.to_path_buf(), steps: cfg.steps, final_eval: report, checkpoint })
+}
+
+struct Nets<'a> {
+    restorer: &'a VarMap,
+    diffusion: Option<&'a VarMap>,
+}
+
+fn to_device(b: Batch, device: &Device) -> Result<Batch> {
+    let mv = |t: Option<Tensor>| -> Result<Option<Tensor>> { Ok(match t { Some(t) => Some(t.to_device(device)?), None => None }) };
+    Ok(Batch {
+        source_input: b.source_input.to_device(device)?,
+        source_target: b.source_target.to_device(device)?,
+        target_input: mv(b.target_input)?,
+        ex_clean: mv(b.ex_clean)?,
+    })
+}
+
+/// The named loss values of a step, `total` first (names as in the logs).
+fn loss_values(p: &LossParts) -> Result<Vec<(&'static str, f64)>> {
+    let v = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+    let mut out = vec![("total", v(&p.total)?), ("rec", v(&p.rec)?)];
+    for (name, t) in [("diff_pos", &p.diff_pos), ("diff_neg", &p.diff_neg), ("contrastive", &p.contrastive), ("noise", &p.noise)] {
+        if let Some(t) = t {
+            out.push((name, v(t)?));
+        }
+    }
+    if p.noise.is_some() {
+        out.push(("lambda", p.lambda));
+    }
+    Ok(out)
 }
 
 fn record_eval(
@@ -242,11 +382,17 @@ fn record_eval(
     Ok(())
 }
 
-/// Writes `restorer-{step}`, `optimizer-{step}` and `train_state.json` (last, so that a crash
-/// mid-way leaves the previous state pointing at complete files), then prunes old ones.
-fn checkpoint(dir: &Path, varmap: &VarMap, opt: &Adam, cfg: &TrainConfig, state: &TrainState) -> Result<PathBuf> {
+/// Writes `restorer-{step}`, `diffusion-{step}` (adaptation), `optimizer-{step}` and
+/// `train_state.json` (last, so that a crash mid-way leaves the previous state pointing at
+/// complete files), then prunes old ones.
+fn checkpoint(dir: &Path, nets: &Nets, opt: &Adam, cfg: &TrainConfig, state: &TrainState) -> Result<PathBuf> {
     let path = dir.join(format!("restorer-{}.safetensors", state.step));
-    save_restorer(&path, varmap, &cfg.backbone)?;
+    save_restorer(&path, nets.restorer, &cfg.backbone)?;
+    if let Some(d) = nets.diffusion {
+        let json = serde_json::to_string(&cfg.adaptation.diffusion).map_err(|e| Error::Config(e.to_string()))?;
+        let meta = HashMap::from([("daa.format".to_string(), "daa-diffusion-v1".to_string()), ("daa.diffusion".to_string(), json)]);
+        save_tensors(&dir.join(format!("diffusion-{}.safetensors", state.step)), &varmap_tensors(d)?, meta)?;
+    }
     let opt_path = dir.join(format!("optimizer-{}.safetensors", state.step));
     let meta = HashMap::from([("daa.format".to_string(), "daa-optimizer-v1".to_string())]);
     save_tensors(&opt_path, &opt.state_tensors(), meta)?;
@@ -255,7 +401,9 @@ fn checkpoint(dir: &Path, varmap: &VarMap, opt: &Adam, cfg: &TrainConfig, state:
     let keep = cfg.keep_last.max(1);
     for (step, p) in periodic.iter().take(periodic.len().saturating_sub(keep)) {
         let _ = std::fs::remove_file(p);
-        let _ = std::fs::remove_file(dir.join(format!("optimizer-{step}.safetensors")));
+        for kind in ["optimizer", "diffusion"] {
+            let _ = std::fs::remove_file(dir.join(format!("{kind}-{step}.safetensors")));
+        }
     }
     Ok(path)
 }

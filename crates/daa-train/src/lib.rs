@@ -29,9 +29,10 @@ mod loss;
 pub mod metrics;
 mod optim;
 mod restore;
+mod step;
 
 pub use checkpoint::{load_restorer, save_restorer, write_atomic, RESTORER_FORMAT};
-pub use config::{DataSpec, EvalConfig, Method, OptimConfig, TrainConfig, PRESETS};
+pub use config::{AdaptationSettings, DataSpec, EvalConfig, Method, OptimConfig, TargetSpec, TrainConfig, PRESETS};
 pub use engine::{train, TrainSummary};
 pub use error::{Error, Result};
 pub use eval::{evaluate, EvalReport, ImageScores, Scores};
@@ -40,3 +41,4 @@ pub use init::seeded_var_builder;
 pub use loss::charbonnier;
 pub use optim::Adam;
 pub use restore::{restore_image, TileConfig};
+pub use step::{step_losses, Adaptation, Batch, LossParts};

@@ -44,12 +44,14 @@ impl Adam {
         let bc2 = 1.0 - beta2.powi(self.step as i32);
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = if weight_decay > 0.0 { (g + (var.as_tensor() * weight_decay)?)? } else { g.clone() };
-            let m = ((&self.m[i] * beta1)? + (&g * (1.0 - beta1))?)?;
-            let v = ((&self.v[i] * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
+            // Detached: the moments must not keep the autograd graph of past steps alive.
+            let g = g.detach();
+            let g = if weight_decay > 0.0 { (g + (var.as_tensor().detach() * weight_decay)?)? } else { g };
+            let m = ((&self.m[i] * beta1)? + (&g * (1.0 - beta1))?)?.detach();
+            let v = ((&self.v[i] * beta2)? + (g.sqr()? * (1.0 - beta2))?)?.detach();
             let denom = ((v.sqrt()? / bc2.sqrt())? + eps)?;
             let update = ((&m / denom)? * (lr / bc1))?;
-            var.set(&var.as_tensor().sub(&update)?)?;
+            var.set(&var.as_tensor().detach().sub(&update)?)?;
             self.m[i] = m;
             self.v[i] = v;
         }

@@ -2,14 +2,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use daa_train::{DataSpec, Event, TrainConfig, PRESETS};
+use daa_diffusion::Variant;
+use daa_train::{DataSpec, Event, Method, TargetSpec, TrainConfig, PRESETS};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Flags of `daa train`. Settings come from `--preset` (default `denoise`) or `--config`,
 /// then each flag given overrides one field. The resolved config is saved in the run folder.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A named preset: denoise (CPU, embedded photos), denoise-paper (GPU scale), smoke (tests).
+    /// A named preset: denoise (DA on a CPU, embedded photos), denoise-vanilla (its supervised
+    /// baseline), denoise-paper (the paper's networks, GPU scale), smoke (tests).
     #[arg(long, default_value = "denoise", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
     preset: String,
     /// A JSON config file (as written to a run's config.json) instead of a preset.
@@ -51,6 +53,33 @@ pub struct Args {
     /// Evaluate on clean held-out photos from this folder (degraded like the training data).
     #[arg(long)]
     test_clean: Option<PathBuf>,
+    /// Training method: vanilla (source pairs only), da (noise-space adaptation), da-ex.
+    #[arg(long)]
+    method: Option<String>,
+    /// Target-domain ("real") training inputs: a folder of degraded images, no references.
+    #[arg(long)]
+    real_dir: Option<PathBuf>,
+    /// Final weight of the noise loss (the paper: 0.2).
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// Steps over which lambda ramps up.
+    #[arg(long)]
+    ramp_steps: Option<usize>,
+    /// Turn channel shuffling off (ablation).
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Turn the residual-swapping contrastive term off (ablation).
+    #[arg(long)]
+    no_contrastive: bool,
+    /// Smallest diffusion step sampled (1..=999).
+    #[arg(long)]
+    t_min: Option<usize>,
+    /// Largest diffusion step sampled (1..=999).
+    #[arg(long)]
+    t_max: Option<usize>,
+    /// For da-ex: a folder of unpaired clean images to noise.
+    #[arg(long)]
+    ex_clean: Option<PathBuf>,
     /// Evaluate every N steps (0: only at the end).
     #[arg(long)]
     eval_every: Option<usize>,
@@ -85,6 +114,35 @@ impl Args {
         }
         if let Some(v) = self.eval_every {
             cfg.eval.every = v;
+        }
+        if let Some(m) = &self.method {
+            cfg.method = m.parse()?;
+            cfg.adaptation.loss.variant = if cfg.method == Method::DaEx { Variant::Ex } else { Variant::Paired };
+        }
+        let a = &mut cfg.adaptation;
+        if let Some(dir) = &self.real_dir {
+            a.target = TargetSpec::Folder { dir: dir.clone() };
+        }
+        if let Some(v) = self.lambda {
+            a.lambda_max = v;
+        }
+        if let Some(v) = self.ramp_steps {
+            a.ramp_steps = v;
+        }
+        if self.no_shuffle {
+            a.loss.shuffle = false;
+        }
+        if self.no_contrastive {
+            a.loss.contrastive = false;
+        }
+        if let Some(v) = self.t_min {
+            a.loss.t_min = v;
+        }
+        if let Some(v) = self.t_max {
+            a.loss.t_max = v;
+        }
+        if let Some(dir) = &self.ex_clean {
+            a.ex_clean_dir = dir.clone();
         }
         if let Some(name) = &self.backbone {
             cfg.backbone = cfg.backbone_by_name(name)?;
@@ -128,7 +186,12 @@ impl Args {
             ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        eprintln!("training {} ({}) for {} steps in {run_dir:?}", cfg.backbone.name(), cfg.preset, cfg.steps);
+        let method = match cfg.method {
+            Method::Vanilla => "vanilla",
+            Method::Da => "da",
+            Method::DaEx => "da-ex",
+        };
+        eprintln!("training {} with {method} ({} preset) for {} steps in {run_dir:?}", cfg.backbone.name(), cfg.preset, cfg.steps);
         let mut on_event = |e: &Event| match e {
             Event::Started { start_step, parameters, .. } => {
                 bar.set_position(*start_step as u64);
@@ -136,7 +199,7 @@ impl Args {
             }
             Event::Step { step, losses, seconds_per_step, .. } => {
                 bar.set_position(*step as u64);
-                let parts: Vec<String> = losses.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                let parts: Vec<String> = losses.iter().filter(|(k, _)| matches!(*k, "total" | "rec" | "noise" | "lambda")).map(|(k, v)| format!("{k} {v:.4}")).collect();
                 bar.set_message(format!("{} | {:.2} s/step", parts.join(" "), seconds_per_step));
             }
             Event::SkippedStep { step, in_a_row } => {

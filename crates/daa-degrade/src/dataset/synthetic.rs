@@ -37,13 +37,13 @@ impl PairSource for SyntheticPairs {
 
     fn patch(&self, index: usize, patch: usize, rng: &mut ChaCha8Rng) -> Result<(Image, Image)> {
         let clean = self.clean.patch(index, patch, rng)?;
-        let degraded = self.degradation.apply(&clean, rng);
+        let degraded = self.degradation.apply(&clean, rng)?;
         Ok((degraded, clean))
     }
 
     fn full(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<(Image, Image, String)> {
         let (clean, name) = self.clean.image(index)?;
-        let degraded = self.degradation.apply(&clean, rng);
+        let degraded = self.degradation.apply(&clean, rng)?;
         Ok((degraded, clean, name))
     }
 }
