@@ -9,7 +9,14 @@ pub struct Ci {}
 impl Ci {
     pub fn run(self) -> Result<()> {
         run_echoed(cargo(["fmt", "--all", "--check"]))?;
-        run_echoed(cargo(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        run_echoed(cargo([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
         run_echoed(cargo(["test", "--workspace"]))
     }
 }

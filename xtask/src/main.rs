@@ -2,6 +2,7 @@
 //! links the daa crates, so it builds in seconds and needs no CUDA.
 
 mod ci;
+mod experiment;
 mod train;
 
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ enum Cmd {
     Train(train::Train),
     /// What CI runs: fmt, clippy -D warnings, the test suite.
     Ci(ci::Ci),
+    /// Run an experiment through the `daa` CLI and write its report under docs/.
+    Experiment(experiment::Experiment),
 }
 
 fn main() -> Result<()> {
@@ -31,6 +34,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Train(t) => t.run(),
         Cmd::Ci(c) => c.run(),
+        Cmd::Experiment(e) => e.run(),
     }
 }
 
@@ -50,7 +54,10 @@ pub fn run_echoed(mut c: Command) -> Result<()> {
     let shown = format!(
         "{} {}",
         c.get_program().to_string_lossy(),
-        c.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        c.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     eprintln!("$ {shown}");
     let status = c.status().with_context(|| format!("starting `{shown}`"))?;

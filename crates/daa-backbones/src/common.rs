@@ -6,7 +6,11 @@ use candle_core::{DType, Device, Result, Tensor, D};
 fn interp_matrix(n_in: usize, n_out: usize, device: &Device, dtype: DType) -> Result<Tensor> {
     let mut m = vec![0f32; n_out * n_in];
     for i in 0..n_out {
-        let src = if n_out > 1 { i as f64 * (n_in as f64 - 1.0) / (n_out as f64 - 1.0) } else { 0.0 };
+        let src = if n_out > 1 {
+            i as f64 * (n_in as f64 - 1.0) / (n_out as f64 - 1.0)
+        } else {
+            0.0
+        };
         let i0 = (src.floor() as usize).min(n_in - 1);
         let i1 = (i0 + 1).min(n_in - 1);
         let frac = (src - i0 as f64) as f32;
@@ -26,12 +30,17 @@ pub fn upsample_bilinear2x_align_corners(xs: &Tensor) -> Result<Tensor> {
     let (dev, dt) = (xs.device(), xs.dtype());
     let mw_t = interp_matrix(w, 2 * w, dev, dt)?.t()?; // (W, 2W)
     let mh_t = interp_matrix(h, 2 * h, dev, dt)?.t()?; // (H, 2H)
-    // Along W: (B*C*H, W) @ (W, 2W).
+                                                       // Along W: (B*C*H, W) @ (W, 2W).
     let xs = xs.contiguous()?.reshape((b * c * h, w))?.matmul(&mw_t)?;
     // Along H: (B*C*2W, H) @ (H, 2H).
-    let xs = xs.reshape((b, c, h, 2 * w))?.transpose(2, 3)?.contiguous()?;
+    let xs = xs
+        .reshape((b, c, h, 2 * w))?
+        .transpose(2, 3)?
+        .contiguous()?;
     let xs = xs.reshape((b * c * 2 * w, h))?.matmul(&mh_t)?;
-    xs.reshape((b, c, 2 * w, 2 * h))?.transpose(2, 3)?.contiguous()
+    xs.reshape((b, c, 2 * w, 2 * h))?
+        .transpose(2, 3)?
+        .contiguous()
 }
 
 /// Replicate-pads the bottom and right of `(B, C, H, W)` so both sides are multiples of `m`.
@@ -40,7 +49,11 @@ pub fn pad_replicate_to_multiple(xs: &Tensor, m: usize) -> Result<Tensor> {
     let (_, _, h, w) = xs.dims4()?;
     let ph = (m - h % m) % m;
     let pw = (m - w % m) % m;
-    let xs = if ph > 0 { xs.pad_with_same(2, 0, ph)? } else { xs.clone() };
+    let xs = if ph > 0 {
+        xs.pad_with_same(2, 0, ph)?
+    } else {
+        xs.clone()
+    };
     if pw > 0 {
         xs.pad_with_same(3, 0, pw)
     } else {
@@ -79,8 +92,14 @@ pub fn depthwise_conv3x3(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<
     let mut acc: Option<Tensor> = None;
     for ky in 0..3 {
         for kx in 0..3 {
-            let tap = weight.narrow(2, ky, 1)?.narrow(3, kx, 1)?.reshape((1, c, 1, 1))?;
-            let term = padded.narrow(2, ky, h)?.narrow(3, kx, w)?.broadcast_mul(&tap)?;
+            let tap = weight
+                .narrow(2, ky, 1)?
+                .narrow(3, kx, 1)?
+                .reshape((1, c, 1, 1))?;
+            let term = padded
+                .narrow(2, ky, h)?
+                .narrow(3, kx, w)?
+                .broadcast_mul(&tap)?;
             acc = Some(match acc {
                 Some(a) => (a + term)?,
                 None => term,
@@ -96,6 +115,38 @@ pub fn global_avg_pool(xs: &Tensor) -> Result<Tensor> {
     xs.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)
 }
 
+/// A conv layer initialised like `candle_nn::conv2d` (Kaiming-normal weight, bias uniform in
+/// `±1/sqrt(fan_in)`), running on `daa_kernels::conv2d` (im2col + gemm, fast backward on CPU).
+pub fn conv2d(
+    vb: candle_nn::VarBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    padding: usize,
+    stride: usize,
+    bias: bool,
+) -> Result<daa_kernels::Conv2d> {
+    let w = vb.get_with_hints(
+        (cout, cin, k, k),
+        "weight",
+        candle_nn::init::DEFAULT_KAIMING_NORMAL,
+    )?;
+    let b = if bias {
+        let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+        Some(vb.get_with_hints(
+            cout,
+            "bias",
+            candle_nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?)
+    } else {
+        None
+    };
+    Ok(daa_kernels::Conv2d::new(w, b, padding, stride))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,7 +156,9 @@ mod tests {
         // torch.nn.functional.interpolate(torch.tensor([[[[0.,1.],[2.,3.]]]]), scale_factor=2,
         //     mode="bilinear", align_corners=True)
         let x = Tensor::new(&[[[[0f32, 1.], [2., 3.]]]], &Device::Cpu)?;
-        let y = upsample_bilinear2x_align_corners(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        let y = upsample_bilinear2x_align_corners(&x)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let want = [
             0.0, 0.3333, 0.6667, 1.0, 0.6667, 1.0, 1.3333, 1.6667, 1.3333, 1.6667, 2.0, 2.3333,
             2.0, 2.3333, 2.6667, 3.0,
@@ -133,7 +186,9 @@ mod tests {
         let w = Tensor::randn(0f32, 1., (4, 1, 3, 3), &dev)?;
         let b = Tensor::randn(0f32, 1., 4, &dev)?;
         let ours = depthwise_conv3x3(&x, &w, &b)?;
-        let theirs = x.conv2d(&w, 1, 1, 1, 4)?.broadcast_add(&b.reshape((1, 4, 1, 1))?)?;
+        let theirs = x
+            .conv2d(&w, 1, 1, 1, 4)?
+            .broadcast_add(&b.reshape((1, 4, 1, 1))?)?;
         let diff = (ours - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "{diff}");
         Ok(())

@@ -6,7 +6,10 @@
 //! when it is off. Tensor names: `head`, `body.{i}.conv`, `body.{i}.bn`, `tail`.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{batch_norm, conv2d, conv2d_no_bias, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, VarBuilder};
+use daa_kernels::Conv2d;
+
+use crate::common::conv2d;
 
 /// DnCNN configuration. Input/output `(B, 3, H, W)`, any size.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -23,15 +26,27 @@ pub struct DnCnnConfig {
 impl DnCnnConfig {
     /// The original DnCNN-S: 17 layers of 64 channels with BatchNorm.
     pub fn paper() -> Self {
-        Self { depth: 17, width: 64, batch_norm: true }
+        Self {
+            depth: 17,
+            width: 64,
+            batch_norm: true,
+        }
     }
     /// CPU-sized: 10 layers of 32 channels.
     pub fn cpu() -> Self {
-        Self { depth: 10, width: 32, batch_norm: true }
+        Self {
+            depth: 10,
+            width: 32,
+            batch_norm: true,
+        }
     }
     /// For tests.
     pub fn tiny() -> Self {
-        Self { depth: 4, width: 8, batch_norm: true }
+        Self {
+            depth: 4,
+            width: 8,
+            batch_norm: true,
+        }
     }
     fn validate(&self) -> Result<()> {
         if self.depth < 2 || self.width == 0 {
@@ -60,24 +75,34 @@ impl DnCnn {
     /// Creates or loads the network from `vb`.
     pub fn new(vb: VarBuilder, cfg: &DnCnnConfig) -> Result<Self> {
         cfg.validate()?;
-        let c = Conv2dConfig { padding: 1, ..Default::default() };
-        let head = conv2d(3, cfg.width, 3, c, vb.pp("head"))?;
+        let head = conv2d(vb.pp("head"), 3, cfg.width, 3, 1, 1, true)?;
         let mut body = Vec::new();
         for i in 0..cfg.depth - 2 {
             let vb = vb.pp("body").pp(i);
             let layer = if cfg.batch_norm {
-                let bn_cfg = BatchNormConfig { eps: 1e-4, ..Default::default() };
+                let bn_cfg = BatchNormConfig {
+                    eps: 1e-4,
+                    ..Default::default()
+                };
                 Layer {
-                    conv: conv2d_no_bias(cfg.width, cfg.width, 3, c, vb.pp("conv"))?,
+                    conv: conv2d(vb.pp("conv"), cfg.width, cfg.width, 3, 1, 1, false)?,
                     bn: Some(batch_norm(cfg.width, bn_cfg, vb.pp("bn"))?),
                 }
             } else {
-                Layer { conv: conv2d(cfg.width, cfg.width, 3, c, vb.pp("conv"))?, bn: None }
+                Layer {
+                    conv: conv2d(vb.pp("conv"), cfg.width, cfg.width, 3, 1, 1, true)?,
+                    bn: None,
+                }
             };
             body.push(layer);
         }
-        let tail = conv2d(cfg.width, 3, 3, c, vb.pp("tail"))?;
-        Ok(Self { head, body, tail, span: tracing::span!(tracing::Level::TRACE, "dncnn") })
+        let tail = conv2d(vb.pp("tail"), cfg.width, 3, 3, 1, 1, true)?;
+        Ok(Self {
+            head,
+            body,
+            tail,
+            span: tracing::span!(tracing::Level::TRACE, "dncnn"),
+        })
     }
 }
 

@@ -10,9 +10,10 @@
 //! reference's default is 0), and the depthwise conv is computed as nine shifted products.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
+use daa_kernels::Conv2d;
 
-use crate::common::{depthwise_conv3x3, global_avg_pool, layer_norm_2d};
+use crate::common::{conv2d, depthwise_conv3x3, global_avg_pool, layer_norm_2d};
 
 /// NAFNet configuration. Input/output `(B, 3, H, W)`, sides multiples of `2^len(enc_blocks)`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -31,19 +32,36 @@ pub struct NafNetConfig {
 impl NafNetConfig {
     /// NAFNet-GoPro-width32, the reference's deblurring model.
     pub fn deblur() -> Self {
-        Self { width: 32, enc_blocks: vec![1, 1, 1, 28], middle_blocks: 1, dec_blocks: vec![1, 1, 1, 1] }
+        Self {
+            width: 32,
+            enc_blocks: vec![1, 1, 1, 28],
+            middle_blocks: 1,
+            dec_blocks: vec![1, 1, 1, 1],
+        }
     }
     /// CPU-sized.
     pub fn cpu() -> Self {
-        Self { width: 16, enc_blocks: vec![1, 1, 1], middle_blocks: 1, dec_blocks: vec![1, 1, 1] }
+        Self {
+            width: 16,
+            enc_blocks: vec![1, 1, 1],
+            middle_blocks: 1,
+            dec_blocks: vec![1, 1, 1],
+        }
     }
     /// For tests.
     pub fn tiny() -> Self {
-        Self { width: 8, enc_blocks: vec![1, 1], middle_blocks: 1, dec_blocks: vec![1, 1] }
+        Self {
+            width: 8,
+            enc_blocks: vec![1, 1],
+            middle_blocks: 1,
+            dec_blocks: vec![1, 1],
+        }
     }
     fn validate(&self) -> Result<()> {
         if self.width == 0 || self.enc_blocks.len() != self.dec_blocks.len() {
-            candle_core::bail!("nafnet: width > 0 and as many decoder as encoder levels needed, got {self:?}");
+            candle_core::bail!(
+                "nafnet: width > 0 and as many decoder as encoder levels needed, got {self:?}"
+            );
         }
         Ok(())
     }
@@ -54,7 +72,7 @@ impl NafNetConfig {
 }
 
 fn conv1x1(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv2d> {
-    conv2d(cin, cout, 1, Conv2dConfig::default(), vb)
+    conv2d(vb, cin, cout, 1, 0, 1, true)
 }
 
 /// SimpleGate: split channels in two halves and multiply them.
@@ -84,16 +102,24 @@ impl NafBlock {
         let ones = candle_nn::Init::Const(1.0);
         let zeros = candle_nn::Init::Const(0.0);
         let norm = |name: &str| -> Result<(Tensor, Tensor)> {
-            Ok((vb.pp(name).get_with_hints(c, "weight", ones)?, vb.pp(name).get_with_hints(c, "bias", zeros)?))
+            Ok((
+                vb.pp(name).get_with_hints(c, "weight", ones)?,
+                vb.pp(name).get_with_hints(c, "bias", zeros)?,
+            ))
         };
         // Depthwise conv: PyTorch's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = 9.
         let bound = 1.0 / 3.0;
-        let uni = candle_nn::Init::Uniform { lo: -bound, up: bound };
+        let uni = candle_nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
         Ok(Self {
             norm1: norm("norm1")?,
             norm2: norm("norm2")?,
             conv1: conv1x1(vb.pp("conv1"), c, dw)?,
-            conv2_w: vb.pp("conv2").get_with_hints((dw, 1, 3, 3), "weight", uni)?,
+            conv2_w: vb
+                .pp("conv2")
+                .get_with_hints((dw, 1, 3, 3), "weight", uni)?,
             conv2_b: vb.pp("conv2").get_with_hints(dw, "bias", uni)?,
             conv3: conv1x1(vb.pp("conv3"), c, c)?,
             sca: conv1x1(vb.pp("sca").pp("1"), c, c)?,
@@ -143,26 +169,42 @@ impl NafNet {
     /// Creates or loads the network from `vb`.
     pub fn new(vb: VarBuilder, cfg: &NafNetConfig) -> Result<Self> {
         cfg.validate()?;
-        let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
-        let intro = conv2d(3, cfg.width, 3, pad1, vb.pp("intro"))?;
+        let intro = conv2d(vb.pp("intro"), 3, cfg.width, 3, 1, 1, true)?;
         let mut c = cfg.width;
         let (mut encoders, mut downs) = (Vec::new(), Vec::new());
         for (i, &n) in cfg.enc_blocks.iter().enumerate() {
             encoders.push(stage(vb.pp("encoders").pp(i), c, n)?);
-            let down_cfg = Conv2dConfig { stride: 2, ..Default::default() };
-            downs.push(conv2d(c, 2 * c, 2, down_cfg, vb.pp("downs").pp(i))?);
+            downs.push(conv2d(vb.pp("downs").pp(i), c, 2 * c, 2, 0, 2, true)?);
             c *= 2;
         }
         let middle_blks = stage(vb.pp("middle_blks"), c, cfg.middle_blocks)?;
         let (mut ups, mut decoders) = (Vec::new(), Vec::new());
         for (i, &n) in cfg.dec_blocks.iter().enumerate() {
-            ups.push(conv2d_no_bias(c, 2 * c, 1, Conv2dConfig::default(), vb.pp("ups").pp(i).pp("0"))?);
+            ups.push(conv2d(
+                vb.pp("ups").pp(i).pp("0"),
+                c,
+                2 * c,
+                1,
+                0,
+                1,
+                false,
+            )?);
             c /= 2;
             decoders.push(stage(vb.pp("decoders").pp(i), c, n)?);
         }
-        let ending = conv2d(cfg.width, 3, 3, pad1, vb.pp("ending"))?;
+        let ending = conv2d(vb.pp("ending"), cfg.width, 3, 3, 1, 1, true)?;
         let span = tracing::span!(tracing::Level::TRACE, "nafnet");
-        Ok(Self { intro, encoders, downs, middle_blks, ups, decoders, ending, multiple: cfg.size_multiple(), span })
+        Ok(Self {
+            intro,
+            encoders,
+            downs,
+            middle_blks,
+            ups,
+            decoders,
+            ending,
+            multiple: cfg.size_multiple(),
+            span,
+        })
     }
 
     /// Input sides must be multiples of this.
@@ -177,7 +219,10 @@ impl Module for NafNet {
         let _e = self.span.enter();
         let (_, _, h, w) = xs.dims4()?;
         if h % self.multiple != 0 || w % self.multiple != 0 {
-            candle_core::bail!("nafnet: input sides must be multiples of {}, got {h}x{w}", self.multiple);
+            candle_core::bail!(
+                "nafnet: input sides must be multiples of {}, got {h}x{w}",
+                self.multiple
+            );
         }
         let mut xs = xs.apply(&self.intro)?;
         let mut skips = Vec::new();
@@ -189,7 +234,9 @@ impl Module for NafNet {
         xs = run(&self.middle_blks, xs)?;
         for (dec, up) in self.decoders.iter().zip(&self.ups) {
             xs = candle_nn::ops::pixel_shuffle(&xs.apply(up)?, 2)?;
-            let skip = skips.pop().ok_or_else(|| candle_core::Error::Msg("nafnet: skip underflow".into()))?;
+            let skip = skips
+                .pop()
+                .ok_or_else(|| candle_core::Error::Msg("nafnet: skip underflow".into()))?;
             xs = run(dec, (xs + skip)?)?;
         }
         xs.apply(&self.ending)

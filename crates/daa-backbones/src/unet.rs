@@ -8,9 +8,10 @@
 //! the bilinear upsampling is computed as two matrix products so it has a backward in candle.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
+use daa_kernels::Conv2d;
 
-use crate::common::{avg_pool2, leaky_relu, upsample_bilinear2x_align_corners};
+use crate::common::{avg_pool2, conv2d, leaky_relu, upsample_bilinear2x_align_corners};
 
 /// U-Net configuration. Input/output: `(B, in_channels, H, W)`, H and W multiples of
 /// `2^(depth-1)`; the output is the residual.
@@ -32,15 +33,28 @@ pub struct UNetConfig {
 impl UNetConfig {
     /// The paper's restorer: widths 64/128/256/512, 8,559,171 parameters.
     pub fn paper() -> Self {
-        Self { in_channels: 3, out_channels: 3, width: 64, depth: 4, slope: 0.2 }
+        Self {
+            in_channels: 3,
+            out_channels: 3,
+            width: 64,
+            depth: 4,
+            slope: 0.2,
+        }
     }
     /// A CPU-sized restorer: widths 16/32/64/128, 536,211 parameters.
     pub fn cpu() -> Self {
-        Self { width: 16, ..Self::paper() }
+        Self {
+            width: 16,
+            ..Self::paper()
+        }
     }
     /// For tests: widths 8/16/32.
     pub fn tiny() -> Self {
-        Self { width: 8, depth: 3, ..Self::paper() }
+        Self {
+            width: 8,
+            depth: 3,
+            ..Self::paper()
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -60,7 +74,7 @@ impl UNetConfig {
 }
 
 fn conv3(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv2d> {
-    conv2d(cin, cout, 3, Conv2dConfig { padding: 1, ..Default::default() }, vb)
+    conv2d(vb, cin, cout, 3, 1, 1, true)
 }
 
 /// conv3x3 -> LeakyReLU -> conv3x3 -> LeakyReLU (`block.0`, `block.2`).
@@ -74,7 +88,11 @@ struct ConvBlock {
 impl ConvBlock {
     fn new(vb: VarBuilder, cin: usize, cout: usize, slope: f64) -> Result<Self> {
         let vb = vb.pp("block");
-        Ok(Self { conv0: conv3(vb.pp("0"), cin, cout)?, conv2: conv3(vb.pp("2"), cout, cout)?, slope })
+        Ok(Self {
+            conv0: conv3(vb.pp("0"), cin, cout)?,
+            conv2: conv3(vb.pp("2"), cout, cout)?,
+            slope,
+        })
     }
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let xs = leaky_relu(&xs.apply(&self.conv0)?, self.slope)?;
@@ -106,7 +124,12 @@ impl UNet {
         let mut prev = cfg.in_channels;
         for i in 0..cfg.depth {
             let ch = cfg.width << i;
-            down_path.push(ConvBlock::new(vb.pp("down_path").pp(i), prev, ch, cfg.slope)?);
+            down_path.push(ConvBlock::new(
+                vb.pp("down_path").pp(i),
+                prev,
+                ch,
+                cfg.slope,
+            )?);
             prev = ch;
         }
         let mut up_path = Vec::with_capacity(cfg.depth - 1);
@@ -121,7 +144,13 @@ impl UNet {
         }
         let last = conv3(vb.pp("last"), prev, cfg.out_channels)?;
         let span = tracing::span!(tracing::Level::TRACE, "unet");
-        Ok(Self { down_path, up_path, last, cfg: cfg.clone(), span })
+        Ok(Self {
+            down_path,
+            up_path,
+            last,
+            cfg: cfg.clone(),
+            span,
+        })
     }
 
     /// The configuration.
@@ -137,7 +166,9 @@ impl Module for UNet {
         let m = self.cfg.size_multiple();
         let (_, _, h, w) = xs.dims4()?;
         if h % m != 0 || w % m != 0 {
-            candle_core::bail!("unet: input sides must be multiples of {m}, got {h}x{w} (use restore())");
+            candle_core::bail!(
+                "unet: input sides must be multiples of {m}, got {h}x{w} (use restore())"
+            );
         }
         let mut skips = Vec::with_capacity(self.down_path.len());
         let mut xs = xs.clone();
@@ -149,7 +180,9 @@ impl Module for UNet {
             }
         }
         for up in &self.up_path {
-            let skip = skips.pop().ok_or_else(|| candle_core::Error::Msg("unet: skip underflow".into()))?;
+            let skip = skips
+                .pop()
+                .ok_or_else(|| candle_core::Error::Msg("unet: skip underflow".into()))?;
             // (B, C, H, W) -> (B, C/2, 2H, 2W), then concat [up, skip] on channels.
             let up_xs = upsample_bilinear2x_align_corners(&xs)?.apply(&up.conv_up)?;
             xs = up.conv_block.forward(&Tensor::cat(&[&up_xs, &skip], 1)?)?;

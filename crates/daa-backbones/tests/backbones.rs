@@ -36,7 +36,10 @@ fn cpu_unet_parameter_count_is_documented() -> Result<()> {
 #[test]
 fn paper_unet_uses_the_official_tensor_names() -> Result<()> {
     let (varmap, _) = build(&BackboneConfig::UNet(UNetConfig::paper()))?;
-    let data = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let mut keys: Vec<String> = data.keys().cloned().collect();
     keys.sort();
     let mut want = Vec::new();
@@ -65,7 +68,10 @@ fn paper_unet_uses_the_official_tensor_names() -> Result<()> {
 #[test]
 fn nafnet_weight_names_follow_the_reference() -> Result<()> {
     let (varmap, _) = build(&BackboneConfig::NafNet(NafNetConfig::tiny()))?;
-    let data = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     for key in [
         "intro.weight",
         "encoders.0.0.conv1.weight",
@@ -91,7 +97,11 @@ fn odd_sizes_restore_to_the_same_shape() -> Result<()> {
         let x = Tensor::rand(0f32, 1., (2, 3, 19, 27), &Device::Cpu)?;
         let y = net.restore(&x, false)?;
         assert_eq!(y.dims(), &[2, 3, 19, 27], "{}", cfg.name());
-        assert!(net.residual(&x, false).is_err() || net.size_multiple() == 1, "{}", cfg.name());
+        assert!(
+            net.residual(&x, false).is_err() || net.size_multiple() == 1,
+            "{}",
+            cfg.name()
+        );
     }
     Ok(())
 }
@@ -106,9 +116,13 @@ fn every_variable_gets_a_finite_nonzero_gradient() -> Result<()> {
         let (varmap, net) = build(&cfg)?;
         let x = Tensor::rand(0f32, 1., (2, 3, 16, 16), &Device::Cpu)?;
         let target = Tensor::rand(0f32, 1., (2, 3, 16, 16), &Device::Cpu)?;
-        let loss_of = || -> Result<Tensor> { (net.restore(&x, true)? - &target)?.sqr()?.mean_all() };
+        let loss_of =
+            || -> Result<Tensor> { (net.restore(&x, true)? - &target)?.sqr()?.mean_all() };
         let mut vars: Vec<(String, Var)> = {
-            let data = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -122,8 +136,16 @@ fn every_variable_gets_a_finite_nonzero_gradient() -> Result<()> {
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("{}: no gradient for {name}", cfg.name()));
             let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
-            assert!(g.iter().all(|v| v.is_finite()), "{}: non-finite gradient for {name}", cfg.name());
-            assert!(g.iter().any(|v| *v != 0.0), "{}: zero gradient for {name}", cfg.name());
+            assert!(
+                g.iter().all(|v| v.is_finite()),
+                "{}: non-finite gradient for {name}",
+                cfg.name()
+            );
+            assert!(
+                g.iter().any(|v| *v != 0.0),
+                "{}: zero gradient for {name}",
+                cfg.name()
+            );
         }
     }
     Ok(())
@@ -137,10 +159,17 @@ fn a_few_steps_overfit_one_batch() -> Result<()> {
         let x = (&target + Tensor::randn(0f32, 0.2, (2, 3, 16, 16), &Device::Cpu)?)?;
         let mut opt = candle_nn::AdamW::new(
             varmap.all_vars(),
-            candle_nn::ParamsAdamW { lr: 1e-3, weight_decay: 0.0, ..Default::default() },
+            candle_nn::ParamsAdamW {
+                lr: 1e-3,
+                weight_decay: 0.0,
+                ..Default::default()
+            },
         )?;
         let loss = |net: &daa_backbones::Backbone| -> Result<f32> {
-            (net.restore(&x, true)? - &target)?.sqr()?.mean_all()?.to_scalar::<f32>()
+            (net.restore(&x, true)? - &target)?
+                .sqr()?
+                .mean_all()?
+                .to_scalar::<f32>()
         };
         let first = loss(&net)?;
         for _ in 0..30 {
@@ -168,9 +197,15 @@ fn config_round_trips_through_json_and_rejects_unknown_keys() {
 fn invalid_configs_are_errors_not_panics() {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let bad = BackboneConfig::UNet(UNetConfig { depth: 0, ..UNetConfig::tiny() });
+    let bad = BackboneConfig::UNet(UNetConfig {
+        depth: 0,
+        ..UNetConfig::tiny()
+    });
     assert!(bad.build(vb.clone()).is_err());
-    let bad = BackboneConfig::NafNet(NafNetConfig { dec_blocks: vec![1], ..NafNetConfig::tiny() });
+    let bad = BackboneConfig::NafNet(NafNetConfig {
+        dec_blocks: vec![1],
+        ..NafNetConfig::tiny()
+    });
     assert!(bad.build(vb).is_err());
 }
 
@@ -183,7 +218,10 @@ fn gradients_match_finite_differences() -> Result<()> {
         let varmap = VarMap::new();
         let net = cfg.build(VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu))?;
         let mut vars: Vec<(String, Var)> = {
-            let data = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -197,14 +235,27 @@ fn gradients_match_finite_differences() -> Result<()> {
         let x = Tensor::rand(0f64, 1., (2, 3, 13, 10), &Device::Cpu)?;
         let target = Tensor::rand(0f64, 1., (2, 3, 13, 10), &Device::Cpu)?;
         // Eval mode (running statistics) so the loss is a fixed function of the weights.
-        let loss = || -> Result<f64> { (net.restore(&x, false)? - &target)?.sqr()?.mean_all()?.to_scalar::<f64>() };
-        let grads = (net.restore(&x, false)? - &target)?.sqr()?.mean_all()?.backward()?;
+        let loss = || -> Result<f64> {
+            (net.restore(&x, false)? - &target)?
+                .sqr()?
+                .mean_all()?
+                .to_scalar::<f64>()
+        };
+        let grads = (net.restore(&x, false)? - &target)?
+            .sqr()?
+            .mean_all()?
+            .backward()?;
         for (name, var) in &vars {
-            let g = grads.get(var.as_tensor()).ok_or_else(|| candle_core::Error::Msg(format!("no grad {name}")))?;
+            let g = grads
+                .get(var.as_tensor())
+                .ok_or_else(|| candle_core::Error::Msg(format!("no grad {name}")))?;
             let g: Vec<f64> = g.flatten_all()?.to_vec1()?;
             let w0: Vec<f64> = var.as_tensor().flatten_all()?.to_vec1()?;
             // Check the first and the largest-gradient entries.
-            let imax = g.iter().enumerate().fold(0, |m, (i, v)| if v.abs() > g[m].abs() { i } else { m });
+            let imax = g
+                .iter()
+                .enumerate()
+                .fold(0, |m, (i, v)| if v.abs() > g[m].abs() { i } else { m });
             for i in [0, imax] {
                 let h = 1e-5;
                 let mut w = w0.clone();
@@ -217,7 +268,12 @@ fn gradients_match_finite_differences() -> Result<()> {
                 var.set(&Tensor::from_vec(w0.clone(), var.shape(), &Device::Cpu)?)?;
                 let fd = (lp - lm) / (2.0 * h);
                 let tol = 1e-6 + 1e-4 * fd.abs().max(g[i].abs());
-                assert!((fd - g[i]).abs() < tol, "{}: {name}[{i}] autograd {} vs finite difference {fd}", cfg.name(), g[i]);
+                assert!(
+                    (fd - g[i]).abs() < tol,
+                    "{}: {name}[{i}] autograd {} vs finite difference {fd}",
+                    cfg.name(),
+                    g[i]
+                );
             }
         }
     }

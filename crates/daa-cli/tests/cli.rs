@@ -23,10 +23,21 @@ fn p(path: &Path) -> &str {
 /// Trains the smoke preset for 2 steps and returns the checkpoint.
 fn checkpoint(dir: &Path) -> PathBuf {
     let run = dir.join("run");
-    let out = daa(&["train", "--preset", "smoke", "--steps", "2", "--run-dir", p(&run)]);
+    let out = daa(&[
+        "train",
+        "--preset",
+        "smoke",
+        "--steps",
+        "2",
+        "--run-dir",
+        p(&run),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("restored") && stdout.contains("input"), "{stdout}");
+    assert!(
+        stdout.contains("restored") && stdout.contains("input"),
+        "{stdout}"
+    );
     run.join("restorer-2.safetensors")
 }
 
@@ -39,17 +50,43 @@ fn restores_png_and_jpeg_of_odd_size_and_folders() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();
     let ckpt = checkpoint(d);
-    odd_image(37, 29).save(d.join("in.png")).unwrap_or_else(|e| panic!("{e}"));
-    odd_image(45, 23).save(d.join("in.jpg")).unwrap_or_else(|e| panic!("{e}"));
-    for (src, dst, size) in [("in.png", "out.png", (37, 29)), ("in.jpg", "out.jpg", (45, 23))] {
-        let out = daa(&["restore", "-i", p(&d.join(src)), "-o", p(&d.join(dst)), "--checkpoint", p(&ckpt)]);
+    odd_image(37, 29)
+        .save(d.join("in.png"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    odd_image(45, 23)
+        .save(d.join("in.jpg"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (src, dst, size) in [
+        ("in.png", "out.png", (37, 29)),
+        ("in.jpg", "out.jpg", (45, 23)),
+    ] {
+        let out = daa(&[
+            "restore",
+            "-i",
+            p(&d.join(src)),
+            "-o",
+            p(&d.join(dst)),
+            "--checkpoint",
+            p(&ckpt),
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let img = image::open(d.join(dst)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((img.width(), img.height()), size);
     }
     // Tiled inference gives an image of the same size too.
-    let out = daa(&["restore", "-i", p(&d.join("in.png")), "-o", p(&d.join("tiled.png")), "--checkpoint", p(&ckpt),
-        "--tile", "16", "--overlap", "4"]);
+    let out = daa(&[
+        "restore",
+        "-i",
+        p(&d.join("in.png")),
+        "-o",
+        p(&d.join("tiled.png")),
+        "--checkpoint",
+        p(&ckpt),
+        "--tile",
+        "16",
+        "--overlap",
+        "4",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let img = image::open(d.join("tiled.png")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((img.width(), img.height()), (37, 29));
@@ -57,9 +94,19 @@ fn restores_png_and_jpeg_of_odd_size_and_folders() {
     // A folder with one corrupt file: the others are restored, the exit status says so.
     let folder = d.join("folder");
     std::fs::create_dir_all(&folder).unwrap_or_else(|e| panic!("{e}"));
-    odd_image(20, 20).save(folder.join("a.png")).unwrap_or_else(|e| panic!("{e}"));
+    odd_image(20, 20)
+        .save(folder.join("a.png"))
+        .unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(folder.join("broken.png"), b"not a png").unwrap_or_else(|e| panic!("{e}"));
-    let out = daa(&["restore", "-i", p(&folder), "-o", p(&d.join("restored")), "--checkpoint", p(&ckpt)]);
+    let out = daa(&[
+        "restore",
+        "-i",
+        p(&folder),
+        "-o",
+        p(&d.join("restored")),
+        "--checkpoint",
+        p(&ckpt),
+    ]);
     assert!(!out.status.success());
     assert!(d.join("restored/a.png").exists());
     assert!(stderr(&out).contains("broken.png"), "{}", stderr(&out));
@@ -70,36 +117,79 @@ fn bad_input_gives_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();
     let ckpt = checkpoint(d);
-    std::fs::write(d.join("corrupt.jpg"), b"\xff\xd8\xff garbage").unwrap_or_else(|e| panic!("{e}"));
-    let out = daa(&["restore", "-i", p(&d.join("corrupt.jpg")), "-o", p(&d.join("o.png")), "--checkpoint", p(&ckpt)]);
+    std::fs::write(d.join("corrupt.jpg"), b"\xff\xd8\xff garbage")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = daa(&[
+        "restore",
+        "-i",
+        p(&d.join("corrupt.jpg")),
+        "-o",
+        p(&d.join("o.png")),
+        "--checkpoint",
+        p(&ckpt),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: ") && err.contains("corrupt.jpg"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("corrupt.jpg"),
+        "{err}"
+    );
     assert!(!d.join("o.png").exists());
 
     // A checkpoint that is not one.
-    let out = daa(&["restore", "-i", p(&d.join("corrupt.jpg")), "-o", p(&d.join("o.png")), "--checkpoint", p(&d.join("corrupt.jpg"))]);
+    let out = daa(&[
+        "restore",
+        "-i",
+        p(&d.join("corrupt.jpg")),
+        "-o",
+        p(&d.join("o.png")),
+        "--checkpoint",
+        p(&d.join("corrupt.jpg")),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
 
     // A config file with an unknown key.
-    std::fs::write(d.join("cfg.json"), r#"{"preset": "x", "bogus": 1}"#).unwrap_or_else(|e| panic!("{e}"));
-    let out = daa(&["train", "--config", p(&d.join("cfg.json")), "--run-dir", p(&d.join("r"))]);
+    std::fs::write(d.join("cfg.json"), r#"{"preset": "x", "bogus": 1}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = daa(&[
+        "train",
+        "--config",
+        p(&d.join("cfg.json")),
+        "--run-dir",
+        p(&d.join("r")),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cfg.json"), "{}", stderr(&out));
 
     // Out-of-range values.
-    let out = daa(&["train", "--preset", "smoke", "--patch-size", "30", "--run-dir", p(&d.join("r"))]);
+    let out = daa(&[
+        "train",
+        "--preset",
+        "smoke",
+        "--patch-size",
+        "30",
+        "--run-dir",
+        p(&d.join("r")),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("patch_size"), "{}", stderr(&out));
 }
 
 #[test]
 fn print_config_shows_the_resolved_preset() {
-    let out = daa(&["train", "--preset", "denoise", "--steps", "7", "--print-config"]);
+    let out = daa(&[
+        "train",
+        "--preset",
+        "denoise",
+        "--steps",
+        "7",
+        "--print-config",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v["steps"], 7);
     assert_eq!(v["backbone"]["kind"], "unet");
 }

@@ -32,21 +32,35 @@ impl CorrelatedNoiseParams {
     /// The denoising presets' target domain: read 2-10, shot 0.002-0.02, correlation 0.8 px,
     /// channel mix 0.5, JPEG quality 75-95.
     pub fn camera_proxy() -> Self {
-        Self { read: [2.0, 10.0], shot: [0.002, 0.02], correlation: 0.8, channel_mix: 0.5, jpeg_quality: [75, 95] }
+        Self {
+            read: [2.0, 10.0],
+            shot: [0.002, 0.02],
+            correlation: 0.8,
+            channel_mix: 0.5,
+            jpeg_quality: [75, 95],
+        }
     }
 
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
-        let ordered = |r: [f32; 2]| r[0].is_finite() && r[1].is_finite() && 0.0 <= r[0] && r[0] <= r[1];
+        let ordered =
+            |r: [f32; 2]| r[0].is_finite() && r[1].is_finite() && 0.0 <= r[0] && r[0] <= r[1];
         if !ordered(self.read) || !ordered(self.shot) {
-            return Err(Error::Param(format!("correlated noise ranges must be ordered and >= 0: {self:?}")));
+            return Err(Error::Param(format!(
+                "correlated noise ranges must be ordered and >= 0: {self:?}"
+            )));
         }
         if !(0.0..=5.0).contains(&self.correlation) || !(0.0..=1.0).contains(&self.channel_mix) {
-            return Err(Error::Param(format!("correlation must be in [0, 5] and channel_mix in [0, 1]: {self:?}")));
+            return Err(Error::Param(format!(
+                "correlation must be in [0, 5] and channel_mix in [0, 1]: {self:?}"
+            )));
         }
         let [q0, q1] = self.jpeg_quality;
         if q0 > q1 || q1 > 100 || (q0 == 0 && q1 != 0) {
-            return Err(Error::Param(format!("jpeg_quality must be [0, 0] or 1 <= lo <= hi <= 100, got {:?}", self.jpeg_quality)));
+            return Err(Error::Param(format!(
+                "jpeg_quality must be [0, 0] or 1 <= lo <= hi <= 100, got {:?}",
+                self.jpeg_quality
+            )));
         }
         Ok(())
     }
@@ -67,7 +81,9 @@ fn correlated_field(w: usize, h: usize, sigma: f32, rng: &mut impl Rng) -> Vec<f
         return white;
     }
     let radius = (3.0 * sigma).ceil() as isize;
-    let k: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let k: Vec<f32> = (-radius..=radius)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
     // Separable blur with reflected borders; the 2-D kernel is k x k, so the output variance
     // is (sum k^2)^2 times the input's: divide by sum k^2 (once per pass).
     let norm = k.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -126,7 +142,11 @@ pub(crate) fn jpeg_roundtrip(img: &Image, quality: u8) -> Result<Image> {
 }
 
 /// Applies [`CorrelatedNoiseParams`] to `img`.
-pub fn correlated_noise(img: &Image, p: &CorrelatedNoiseParams, rng: &mut impl Rng) -> Result<Image> {
+pub fn correlated_noise(
+    img: &Image,
+    p: &CorrelatedNoiseParams,
+    rng: &mut impl Rng,
+) -> Result<Image> {
     let (w, h) = (img.width(), img.height());
     let n = w * h;
     let read = draw(p.read, rng) / 255.0;
@@ -157,7 +177,12 @@ mod tests {
 
     #[test]
     fn noise_grows_with_signal_and_is_spatially_correlated() {
-        let p = CorrelatedNoiseParams { read: [2.0, 2.0], shot: [0.02, 0.02], jpeg_quality: [0, 0], ..CorrelatedNoiseParams::camera_proxy() };
+        let p = CorrelatedNoiseParams {
+            read: [2.0, 2.0],
+            shot: [0.02, 0.02],
+            jpeg_quality: [0, 0],
+            ..CorrelatedNoiseParams::camera_proxy()
+        };
         let mut rng = crate::sample_rng(0, 0, 0);
         let stats = |level: f32, rng: &mut rand_chacha::ChaCha8Rng| {
             let img = Image::filled(96, 96, [level; 3]);
@@ -183,10 +208,17 @@ mod tests {
     fn same_seed_same_image() {
         let img = Image::filled(24, 16, [0.4, 0.5, 0.6]);
         let p = CorrelatedNoiseParams::camera_proxy();
-        let a = correlated_noise(&img, &p, &mut crate::sample_rng(3, 0, 1)).unwrap_or_else(|_| img.clone());
-        let b = correlated_noise(&img, &p, &mut crate::sample_rng(3, 0, 1)).unwrap_or_else(|_| img.clone());
+        let a = correlated_noise(&img, &p, &mut crate::sample_rng(3, 0, 1))
+            .unwrap_or_else(|_| img.clone());
+        let b = correlated_noise(&img, &p, &mut crate::sample_rng(3, 0, 1))
+            .unwrap_or_else(|_| img.clone());
         assert_eq!(a, b);
         assert_ne!(a, img);
-        assert!(CorrelatedNoiseParams { jpeg_quality: [90, 80], ..p }.validate().is_err());
+        assert!(CorrelatedNoiseParams {
+            jpeg_quality: [90, 80],
+            ..p
+        }
+        .validate()
+        .is_err());
     }
 }

@@ -23,7 +23,11 @@ impl Image {
                 data.len()
             )));
         }
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// An image of one colour.
@@ -33,7 +37,11 @@ impl Image {
         for v in rgb {
             data.extend(std::iter::repeat_n(v, n));
         }
-        Self { width, height, data }
+        Self {
+            width,
+            height,
+            data,
+        }
     }
 
     /// Width in pixels.
@@ -75,7 +83,11 @@ impl Image {
 
     /// A `(1, 3, H, W)` f32 CPU tensor.
     pub fn to_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(&self.data, (1, 3, self.height, self.width), &Device::Cpu)?)
+        Ok(Tensor::from_slice(
+            &self.data,
+            (1, 3, self.height, self.width),
+            &Device::Cpu,
+        )?)
     }
 
     /// Reads a `(3, H, W)` or `(1, 3, H, W)` tensor of any float dtype and device.
@@ -103,7 +115,10 @@ impl Image {
 
     /// The sub-image with top-left corner `(x, y)` and size `w x h` (must lie inside).
     pub fn crop(&self, x: usize, y: usize, w: usize, h: usize) -> Self {
-        debug_assert!(x + w <= self.width && y + h <= self.height, "crop out of bounds");
+        debug_assert!(
+            x + w <= self.width && y + h <= self.height,
+            "crop out of bounds"
+        );
         let mut data = Vec::with_capacity(3 * w * h);
         for c in 0..3 {
             for row in y..y + h {
@@ -111,6 +126,10 @@ impl Image {
                 data.extend_from_slice(&self.data[start..start + w]);
             }
         }
-        Self { width: w, height: h, data }
+        Self {
+            width: w,
+            height: h,
+            data,
+        }
     }
 }

@@ -9,7 +9,10 @@ use crate::{Error, Image, Result};
 pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
 
 fn img_err(path: &Path, reason: impl ToString) -> Error {
-    Error::Image { path: path.to_path_buf(), reason: reason.to_string() }
+    Error::Image {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Reads an image file as planar RGB in `[0, 1]`.
@@ -87,7 +90,10 @@ fn from_dynamic(img: &DynamicImage) -> Image {
 /// The file is written to a temporary name beside the target, then renamed into place.
 pub fn save_image(path: impl AsRef<Path>, img: &Image) -> Result<()> {
     let path = path.as_ref();
-    let werr = |reason: String| Error::Write { path: path.to_path_buf(), reason };
+    let werr = |reason: String| Error::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
     let format = image::ImageFormat::from_path(path)
         .map_err(|_| werr("unknown image extension (use .png or .jpg)".into()))?;
     let (w, h) = (img.width(), img.height());
@@ -113,6 +119,9 @@ pub(crate) fn quantize_u8(v: f32) -> u8 {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }

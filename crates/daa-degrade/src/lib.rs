@@ -31,9 +31,7 @@ mod pipeline;
 mod transforms;
 
 pub use correlated_noise::{correlated_noise, CorrelatedNoiseParams};
-pub use dataset::{
-    collate, list_images, PairSource, PairedFolder, SyntheticPairs, UnpairedFolder,
-};
+pub use dataset::{collate, list_images, PairSource, PairedFolder, SyntheticPairs, UnpairedFolder};
 pub use error::{Error, Result};
 pub use image_buf::Image;
 pub use io::{load_image, save_image};

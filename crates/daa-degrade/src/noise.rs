@@ -19,7 +19,10 @@ pub struct AwgnParams {
 impl AwgnParams {
     /// The paper's range, `U[0, 75] / 255`.
     pub fn paper() -> Self {
-        Self { sigma_min: 0.0, sigma_max: 75.0 }
+        Self {
+            sigma_min: 0.0,
+            sigma_max: 75.0,
+        }
     }
 
     /// Checks `0 <= sigma_min <= sigma_max <= 255`.
@@ -62,20 +65,38 @@ mod tests {
     #[test]
     fn noise_std_matches_sigma() {
         let img = Image::filled(128, 128, [0.5; 3]);
-        let p = AwgnParams { sigma_min: 25.0, sigma_max: 25.0 };
+        let p = AwgnParams {
+            sigma_min: 25.0,
+            sigma_max: 25.0,
+        };
         let mut rng = crate::sample_rng(1, 0, 0);
         let (noisy, sigma) = awgn(&img, &p, &mut rng);
         assert!((sigma - 25.0 / 255.0).abs() < 1e-7);
         let n = noisy.data().len() as f64;
-        let var: f64 = noisy.data().iter().map(|v| (*v as f64 - 0.5).powi(2)).sum::<f64>() / n;
+        let var: f64 = noisy
+            .data()
+            .iter()
+            .map(|v| (*v as f64 - 0.5).powi(2))
+            .sum::<f64>()
+            / n;
         let std = var.sqrt();
         assert!((std - 25.0 / 255.0).abs() < 0.002, "std {std}");
     }
 
     #[test]
     fn bad_range_is_rejected() {
-        assert!(AwgnParams { sigma_min: 10.0, sigma_max: 5.0 }.validate().is_err());
-        assert!(AwgnParams { sigma_min: -1.0, sigma_max: 5.0 }.validate().is_err());
+        assert!(AwgnParams {
+            sigma_min: 10.0,
+            sigma_max: 5.0
+        }
+        .validate()
+        .is_err());
+        assert!(AwgnParams {
+            sigma_min: -1.0,
+            sigma_max: 5.0
+        }
+        .validate()
+        .is_err());
         assert!(AwgnParams::paper().validate().is_ok());
     }
 }

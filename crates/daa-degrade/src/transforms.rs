@@ -28,7 +28,13 @@ pub struct Crop {
 impl Crop {
     /// Draws a crop of size `patch` inside a `width x height` image, and an augmentation
     /// (`mode` 0 when `augment` is false).
-    pub fn random(width: usize, height: usize, patch: usize, augment: bool, rng: &mut impl Rng) -> Self {
+    pub fn random(
+        width: usize,
+        height: usize,
+        patch: usize,
+        augment: bool,
+        rng: &mut impl Rng,
+    ) -> Self {
         let x = rng.random_range(0..=width.saturating_sub(patch));
         let y = rng.random_range(0..=height.saturating_sub(patch));
         let mode = if augment { rng.random_range(0..8u8) } else { 0 };
@@ -51,7 +57,9 @@ pub fn random_crop(
     policy: SmallImagePolicy,
     rng: &mut impl Rng,
 ) -> Result<Vec<Image>> {
-    let Some(first) = images.first() else { return Ok(Vec::new()) };
+    let Some(first) = images.first() else {
+        return Ok(Vec::new());
+    };
     let (w, h) = (first.width(), first.height());
     if let Some(other) = images.iter().find(|i| (i.width(), i.height()) != (w, h)) {
         return Err(Error::Param(format!(
@@ -64,10 +72,15 @@ pub fn random_crop(
     let images: Vec<&Image> = if w < patch || h < patch {
         match policy {
             SmallImagePolicy::Error => {
-                return Err(Error::Param(format!("image {w}x{h} is smaller than the patch {patch}")))
+                return Err(Error::Param(format!(
+                    "image {w}x{h} is smaller than the patch {patch}"
+                )))
             }
             SmallImagePolicy::ReflectPad => {
-                padded = images.iter().map(|i| pad_reflect_to(i, patch, patch)).collect();
+                padded = images
+                    .iter()
+                    .map(|i| pad_reflect_to(i, patch, patch))
+                    .collect();
                 padded.iter().collect()
             }
         }

@@ -38,16 +38,30 @@ pub struct AdaptationConfig {
 impl AdaptationConfig {
     /// The paper's full method: shuffle and contrastive on, margin 0.1, t in [1, 999].
     pub fn paper() -> Self {
-        Self { shuffle: true, contrastive: true, margin: 0.1, t_min: 1, t_max: 999, variant: Variant::Paired }
+        Self {
+            shuffle: true,
+            contrastive: true,
+            margin: 0.1,
+            t_min: 1,
+            t_max: 999,
+            variant: Variant::Paired,
+        }
     }
 
     /// Checks the ranges against a schedule of `steps` steps.
     pub fn validate(&self, steps: usize) -> Result<()> {
         if self.t_min < 1 || self.t_min > self.t_max || self.t_max >= steps {
-            candle_core::bail!("adaptation: need 1 <= t_min <= t_max < {steps}, got [{}, {}]", self.t_min, self.t_max);
+            candle_core::bail!(
+                "adaptation: need 1 <= t_min <= t_max < {steps}, got [{}, {}]",
+                self.t_min,
+                self.t_max
+            );
         }
         if !self.margin.is_finite() || self.margin < 0.0 {
-            candle_core::bail!("adaptation: margin must be finite and >= 0, got {}", self.margin);
+            candle_core::bail!(
+                "adaptation: margin must be finite and >= 0, got {}",
+                self.margin
+            );
         }
         Ok(())
     }
@@ -96,8 +110,12 @@ pub fn to_diffusion_space(xs: &Tensor) -> Result<Tensor> {
 /// Standard normal noise shaped like `like`, drawn from `rng` on the CPU (reproducible on every
 /// device) and moved to `like`'s device and dtype.
 pub fn gaussian_like(like: &Tensor, rng: &mut impl Rng) -> Result<Tensor> {
-    let v: Vec<f32> = (0..like.elem_count()).map(|_| StandardNormal.sample(rng)).collect();
-    Tensor::from_vec(v, like.shape(), &Device::Cpu)?.to_dtype(like.dtype())?.to_device(like.device())
+    let v: Vec<f32> = (0..like.elem_count())
+        .map(|_| StandardNormal.sample(rng))
+        .collect();
+    Tensor::from_vec(v, like.shape(), &Device::Cpu)?
+        .to_dtype(like.dtype())?
+        .to_device(like.device())
 }
 
 /// The adaptation loss: a schedule and settings; [`AdaptationLoss::compute`] runs the passes.
@@ -122,16 +140,35 @@ impl AdaptationLoss {
     /// One evaluation of the loss with network `net` (dropout on when `train`). Noise levels,
     /// noise and swap masks come from `rng`; both passes share them (same `y_noisy`, `gamma`,
     /// `eps`). Nothing is detached: gradients flow into `net` and into both residuals.
-    pub fn compute(&self, net: &CondUNet, x: &AdaptationInputs, rng: &mut impl Rng, train: bool) -> Result<AdaptationParts> {
+    pub fn compute(
+        &self,
+        net: &CondUNet,
+        x: &AdaptationInputs,
+        rng: &mut impl Rng,
+        train: bool,
+    ) -> Result<AdaptationParts> {
         let (b, _, _, _) = x.clean.dims4()?;
-        for (name, t) in [("source_input", x.source_input), ("target_input", x.target_input),
-            ("source_residual", x.source_residual), ("target_residual", x.target_residual)] {
+        for (name, t) in [
+            ("source_input", x.source_input),
+            ("target_input", x.target_input),
+            ("source_residual", x.source_residual),
+            ("target_residual", x.target_residual),
+        ] {
             if t.dims() != x.clean.dims() {
-                candle_core::bail!("adaptation: {name} has shape {:?}, clean has {:?}", t.shape(), x.clean.shape());
+                candle_core::bail!(
+                    "adaptation: {name} has shape {:?}, clean has {:?}",
+                    t.shape(),
+                    x.clean.shape()
+                );
             }
         }
-        let (t, gammas): (Vec<usize>, Vec<f32>) =
-            (0..b).map(|_| self.schedule.sample_gamma(self.cfg.t_min, self.cfg.t_max, rng)).map(|(t, g)| (t, g as f32)).unzip();
+        let (t, gammas): (Vec<usize>, Vec<f32>) = (0..b)
+            .map(|_| {
+                self.schedule
+                    .sample_gamma(self.cfg.t_min, self.cfg.t_max, rng)
+            })
+            .map(|(t, g)| (t, g as f32))
+            .unzip();
         let gamma = Tensor::from_vec(gammas, b, &Device::Cpu)?.to_device(x.clean.device())?;
         let clean = to_diffusion_space(x.clean)?;
         let eps = gaussian_like(&clean, rng)?;
@@ -139,25 +176,47 @@ impl AdaptationLoss {
         let gamma = gamma.to_dtype(clean.dtype())?;
 
         let mse = |pred: &Tensor| -> Result<Tensor> { (&eps - pred)?.sqr()?.mean_all() };
-        let pass = |a: &Tensor, bb: &Tensor, rng: &mut dyn rand::RngCore| -> Result<(Tensor, Vec<bool>)> {
-            let mask = if self.cfg.shuffle { swap_mask(b, rng) } else { vec![false; b] };
-            let (sa, sb) = swap_slots(&to_diffusion_space(a)?, &to_diffusion_space(bb)?, &mask)?;
-            let pred = net.forward_t(&condition(&y_noisy, &sa, &sb)?, &gamma, train)?;
-            Ok((mse(&pred)?, mask))
-        };
+        let pass =
+            |a: &Tensor, bb: &Tensor, rng: &mut dyn rand::RngCore| -> Result<(Tensor, Vec<bool>)> {
+                let mask = if self.cfg.shuffle {
+                    swap_mask(b, rng)
+                } else {
+                    vec![false; b]
+                };
+                let (sa, sb) =
+                    swap_slots(&to_diffusion_space(a)?, &to_diffusion_space(bb)?, &mask)?;
+                let pred = net.forward_t(&condition(&y_noisy, &sa, &sb)?, &gamma, train)?;
+                Ok((mse(&pred)?, mask))
+            };
         let restored_s = (x.source_input + x.source_residual)?;
         let restored_r = (x.target_input + x.target_residual)?;
         let (d_pos, pos_swapped) = pass(&restored_s, &restored_r, rng)?;
         let negative = self.cfg.contrastive && self.cfg.variant == Variant::Paired;
         if !negative {
-            return Ok(AdaptationParts { noise: d_pos.clone(), d_pos, d_neg: None, contrastive: None, t, pos_swapped, neg_swapped: None });
+            return Ok(AdaptationParts {
+                noise: d_pos.clone(),
+                d_pos,
+                d_neg: None,
+                contrastive: None,
+                t,
+                pos_swapped,
+                neg_swapped: None,
+            });
         }
         let neg_s = (x.source_input + x.target_residual)?;
         let neg_r = (x.target_input + x.source_residual)?;
         let (d_neg, neg_swapped) = pass(&neg_s, &neg_r, rng)?;
         let hinge = contrastive_hinge(&d_pos, &d_neg, self.cfg.margin)?;
         let noise = ((&d_pos + &hinge)? * 0.5)?;
-        Ok(AdaptationParts { d_pos, d_neg: Some(d_neg), contrastive: Some(hinge), noise, t, pos_swapped, neg_swapped: Some(neg_swapped) })
+        Ok(AdaptationParts {
+            d_pos,
+            d_neg: Some(d_neg),
+            contrastive: Some(hinge),
+            noise,
+            t,
+            pos_swapped,
+            neg_swapped: Some(neg_swapped),
+        })
     }
 }
 
@@ -171,7 +230,11 @@ pub fn contrastive_hinge(d_pos: &Tensor, d_neg: &Tensor, margin: f64) -> Result<
 /// `p = min(step / ramp_steps, 1)` (0 at the start, about `0.987 * lambda_max` from `p = 1` on).
 /// `ramp_steps = 0` means no ramp (`lambda_max * 0.987` from the first step, the value at p = 1).
 pub fn lambda_ramp(step: usize, ramp_steps: usize, lambda_max: f64) -> f64 {
-    let p = if ramp_steps == 0 { 1.0 } else { (step as f64 / ramp_steps as f64).min(1.0) };
+    let p = if ramp_steps == 0 {
+        1.0
+    } else {
+        (step as f64 / ramp_steps as f64).min(1.0)
+    };
     lambda_max * (2.0 / (1.0 + (-5.0 * p).exp()) - 1.0)
 }
 

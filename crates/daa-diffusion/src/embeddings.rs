@@ -7,13 +7,18 @@ use candle_nn::{linear, Linear, VarBuilder};
 /// `freq_k = exp(-ln(10000) * k / (dim/2))`, `emb = [cos(gamma * freq), sin(gamma * freq)]`,
 /// cos first. `gamma: (B,)` -> `(B, dim)`, in `gamma`'s dtype.
 pub fn gamma_embedding(gamma: &Tensor, dim: usize) -> Result<Tensor> {
-    if dim % 2 != 0 || dim == 0 {
+    if !dim.is_multiple_of(2) || dim == 0 {
         candle_core::bail!("gamma_embedding: dim must be even and positive, got {dim}");
     }
     let half = dim / 2;
-    let freqs: Vec<f32> = (0..half).map(|k| (-(10000f64.ln()) * k as f64 / half as f64).exp() as f32).collect();
+    let freqs: Vec<f32> = (0..half)
+        .map(|k| (-(10000f64.ln()) * k as f64 / half as f64).exp() as f32)
+        .collect();
     let freqs = Tensor::from_vec(freqs, (1, half), &Device::Cpu)?.to_device(gamma.device())?;
-    let args = gamma.to_dtype(DType::F32)?.unsqueeze(1)?.broadcast_mul(&freqs)?;
+    let args = gamma
+        .to_dtype(DType::F32)?
+        .unsqueeze(1)?
+        .broadcast_mul(&freqs)?;
     Tensor::cat(&[args.cos()?, args.sin()?], 1)?.to_dtype(gamma.dtype())
 }
 
@@ -29,13 +34,18 @@ pub struct NoiseLevelEmbedding {
 impl NoiseLevelEmbedding {
     /// `dim`: sinusoidal width (the paper: 64); `out`: MLP width (the paper: 256).
     pub fn new(vb: VarBuilder, dim: usize, out: usize) -> Result<Self> {
-        Ok(Self { lin0: linear(dim, out, vb.pp("0"))?, lin2: linear(out, out, vb.pp("2"))?, dim })
+        Ok(Self {
+            lin0: linear(dim, out, vb.pp("0"))?,
+            lin2: linear(out, out, vb.pp("2"))?,
+            dim,
+        })
     }
 
     /// `gamma: (B,)` -> `(B, out)`.
     pub fn forward(&self, gamma: &Tensor, dtype: DType) -> Result<Tensor> {
         let emb = gamma_embedding(&gamma.to_dtype(DType::F32)?, self.dim)?.to_dtype(dtype)?;
-        self.lin2.forward(&candle_nn::ops::silu(&self.lin0.forward(&emb)?)?)
+        self.lin2
+            .forward(&candle_nn::ops::silu(&self.lin0.forward(&emb)?)?)
     }
 }
 

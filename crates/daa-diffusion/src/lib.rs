@@ -50,8 +50,8 @@ mod shuffle;
 mod unet;
 
 pub use adaptation::{
-    contrastive_hinge, gaussian_like, lambda_ramp, scalar, to_diffusion_space, AdaptationConfig, AdaptationInputs, AdaptationLoss,
-    AdaptationParts, Variant,
+    contrastive_hinge, gaussian_like, lambda_ramp, scalar, to_diffusion_space, AdaptationConfig,
+    AdaptationInputs, AdaptationLoss, AdaptationParts, Variant,
 };
 pub use embeddings::{gamma_embedding, NoiseLevelEmbedding};
 pub use schedule::{q_sample, NoiseSchedule};

@@ -17,13 +17,17 @@ impl NoiseSchedule {
         if n < 2 || !(0.0 < start && start <= end && end < 1.0) {
             candle_core::bail!("NoiseSchedule::linear: need n >= 2 and 0 < start <= end < 1, got {n}, {start}, {end}");
         }
-        let betas: Vec<f64> = (0..n).map(|i| start + (end - start) * i as f64 / (n - 1) as f64).collect();
+        let betas: Vec<f64> = (0..n)
+            .map(|i| start + (end - start) * i as f64 / (n - 1) as f64)
+            .collect();
         Ok(Self::from_betas(betas))
     }
 
     /// The paper's schedule: 1000 steps, beta linear from 1e-6 to 1e-2.
     pub fn paper() -> Self {
-        let betas: Vec<f64> = (0..1000).map(|i| 1e-6 + (1e-2 - 1e-6) * i as f64 / 999.0).collect();
+        let betas: Vec<f64> = (0..1000)
+            .map(|i| 1e-6 + (1e-2 - 1e-6) * i as f64 / 999.0)
+            .collect();
         Self::from_betas(betas)
     }
 
@@ -92,7 +96,13 @@ mod tests {
     #[test]
     fn paper_schedule_golden_values() {
         let s = NoiseSchedule::paper();
-        let close = |t: usize, v: f64| assert!((s.alpha_bar(t) - v).abs() < 1e-12, "abar[{t}] = {} vs {v}", s.alpha_bar(t));
+        let close = |t: usize, v: f64| {
+            assert!(
+                (s.alpha_bar(t) - v).abs() < 1e-12,
+                "abar[{t}] = {} vs {v}",
+                s.alpha_bar(t)
+            )
+        };
         close(0, 0.999999);
         close(1, 0.999987991002);
         close(99, 0.951551851249982);

@@ -14,13 +14,22 @@ pub fn swap_mask<R: Rng + ?Sized>(batch: usize, rng: &mut R) -> Vec<bool> {
 pub fn swap_slots(a: &Tensor, b: &Tensor, mask: &[bool]) -> Result<(Tensor, Tensor)> {
     let (n, c, h, w) = a.dims4()?;
     if b.dims() != a.dims() {
-        candle_core::bail!("swap_slots: slot shapes differ: {:?} vs {:?}", a.shape(), b.shape());
+        candle_core::bail!(
+            "swap_slots: slot shapes differ: {:?} vs {:?}",
+            a.shape(),
+            b.shape()
+        );
     }
     if mask.len() != n {
-        candle_core::bail!("swap_slots: mask of length {} for a batch of {n}", mask.len());
+        candle_core::bail!(
+            "swap_slots: mask of length {} for a batch of {n}",
+            mask.len()
+        );
     }
     let m: Vec<u8> = mask.iter().map(|&s| s as u8).collect();
-    let m = Tensor::from_vec(m, (n, 1, 1, 1), &Device::Cpu)?.to_device(a.device())?.broadcast_as((n, c, h, w))?;
+    let m = Tensor::from_vec(m, (n, 1, 1, 1), &Device::Cpu)?
+        .to_device(a.device())?
+        .broadcast_as((n, c, h, w))?;
     Ok((m.where_cond(b, a)?, m.where_cond(a, b)?))
 }
 

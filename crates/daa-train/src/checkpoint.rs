@@ -14,10 +14,15 @@ pub const RESTORER_FORMAT: &str = "daa-restorer-v1";
 /// then renamed over `path`. On any failure the temporary file is removed and whatever was at
 /// `path` before stays intact.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let result = write(&tmp).and_then(|()| {
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     });
     if result.is_err() {
@@ -27,7 +32,11 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
 }
 
 /// Saves named tensors plus string metadata as safetensors, atomically.
-pub(crate) fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>, metadata: HashMap<String, String>) -> Result<()> {
+pub(crate) fn save_tensors(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     write_atomic(path, |tmp| {
         let mut items: Vec<(&String, &Tensor)> = tensors.iter().collect();
         items.sort_by(|a, b| a.0.cmp(b.0));
@@ -36,8 +45,14 @@ pub(crate) fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>, metad
 }
 
 pub(crate) fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
-    let data = varmap.data().lock().map_err(|e| Error::Config(format!("varmap lock poisoned: {e}")))?;
-    Ok(data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect())
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|e| Error::Config(format!("varmap lock poisoned: {e}")))?;
+    Ok(data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect())
 }
 
 /// Saves a restorer's weights with its configuration in the file's metadata
@@ -54,24 +69,36 @@ pub fn save_restorer(path: &Path, varmap: &VarMap, cfg: &BackboneConfig) -> Resu
 /// Reads the safetensors metadata of `path`.
 pub(crate) fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), reason: format!("not a safetensors file: {e}") })?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("not a safetensors file: {e}"),
+        })?;
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
 /// Loads every variable of `varmap` from `path`; a missing tensor or a shape mismatch is an
 /// error naming it.
 pub(crate) fn load_into(varmap: &VarMap, path: &Path, device: &Device) -> Result<()> {
-    let tensors = candle_core::safetensors::load(path, device)
-        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })?;
-    let data = varmap.data().lock().map_err(|e| Error::Config(format!("varmap lock poisoned: {e}")))?;
+    let tensors = candle_core::safetensors::load(path, device).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|e| Error::Config(format!("varmap lock poisoned: {e}")))?;
     let mut missing: Vec<&String> = data.keys().filter(|k| !tensors.contains_key(*k)).collect();
     missing.sort();
     if !missing.is_empty() {
         let shown: Vec<&str> = missing.iter().take(8).map(|s| s.as_str()).collect();
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
-            reason: format!("{} tensors missing, e.g. {}", missing.len(), shown.join(", ")),
+            reason: format!(
+                "{} tensors missing, e.g. {}",
+                missing.len(),
+                shown.join(", ")
+            ),
         });
     }
     for (name, var) in data.iter() {
@@ -79,7 +106,11 @@ pub(crate) fn load_into(varmap: &VarMap, path: &Path, device: &Device) -> Result
         if t.shape() != var.shape() {
             return Err(Error::Checkpoint {
                 path: path.to_path_buf(),
-                reason: format!("{name} has shape {:?}, the network wants {:?}", t.shape(), var.shape()),
+                reason: format!(
+                    "{name} has shape {:?}, the network wants {:?}",
+                    t.shape(),
+                    var.shape()
+                ),
             });
         }
         var.set(&t.to_dtype(var.dtype())?)?;
@@ -90,16 +121,23 @@ pub(crate) fn load_into(varmap: &VarMap, path: &Path, device: &Device) -> Result
 /// Loads a restorer. The architecture comes from the file's `daa.backbone` metadata, or from
 /// `arch` when given (needed for checkpoints converted from other tools). Returns the config,
 /// the network and its variables.
-pub fn load_restorer(path: &Path, device: &Device, arch: Option<&BackboneConfig>) -> Result<(BackboneConfig, Backbone, VarMap)> {
+pub fn load_restorer(
+    path: &Path,
+    device: &Device,
+    arch: Option<&BackboneConfig>,
+) -> Result<(BackboneConfig, Backbone, VarMap)> {
     let meta = read_metadata(path)?;
     let cfg = match (arch, meta.get("daa.backbone")) {
         (Some(a), _) => a.clone(),
-        (None, Some(json)) => serde_json::from_str(json)
-            .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), reason: format!("bad daa.backbone metadata: {e}") })?,
+        (None, Some(json)) => serde_json::from_str(json).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("bad daa.backbone metadata: {e}"),
+        })?,
         (None, None) => {
             return Err(Error::Checkpoint {
                 path: path.to_path_buf(),
-                reason: "no daa.backbone metadata; name the architecture (e.g. --arch unet-paper)".into(),
+                reason: "no daa.backbone metadata; name the architecture (e.g. --arch unet-paper)"
+                    .into(),
             })
         }
     };
@@ -116,7 +154,11 @@ pub(crate) fn periodic_checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
             rd.filter_map(|e| e.ok())
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    let step = name.strip_prefix("restorer-")?.strip_suffix(".safetensors")?.parse().ok()?;
+                    let step = name
+                        .strip_prefix("restorer-")?
+                        .strip_suffix(".safetensors")?
+                        .parse()
+                        .ok()?;
                     Some((step, e.path()))
                 })
                 .collect()

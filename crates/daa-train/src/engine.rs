@@ -9,13 +9,19 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use daa_backbones::parameter_count;
-use daa_degrade::{collate, sample_rng, save_image, Image, PairSource, PairedFolder, SyntheticPairs, UnpairedFolder};
+use daa_degrade::{
+    collate, sample_rng, save_image, Image, PairSource, PairedFolder, SyntheticPairs,
+    UnpairedFolder,
+};
 use daa_diffusion::{AdaptationLoss, CondUNet, NoiseSchedule};
 use rand::seq::SliceRandom;
 
 use crate::checkpoint::{load_into, periodic_checkpoints, save_tensors, varmap_tensors};
 use crate::step::{step_losses, Adaptation, Batch, LossParts};
-use crate::{evaluate, save_restorer, Adam, DataSpec, Error, EvalReport, Event, Method, Result, TargetSpec, TileConfig, TrainConfig};
+use crate::{
+    evaluate, save_restorer, Adam, DataSpec, Error, EvalReport, Event, Method, Result, TargetSpec,
+    TileConfig, TrainConfig,
+};
 
 /// Salts that give each random stream of a run its own sequence from the one seed.
 const SALT_ORDER: u64 = 0x6461_615f_6f72_6472;
@@ -39,15 +45,30 @@ pub struct TrainSummary {
 }
 
 /// Opens a [`DataSpec`] as a pair source. Every file is checked here, before training starts.
-pub(crate) fn open_pairs(spec: &DataSpec, cfg: &TrainConfig, augment: bool) -> Result<Box<dyn PairSource>> {
+pub(crate) fn open_pairs(
+    spec: &DataSpec,
+    cfg: &TrainConfig,
+    augment: bool,
+) -> Result<Box<dyn PairSource>> {
     Ok(match spec {
-        DataSpec::Synthetic { clean_dir, degradation } => {
-            let clean = UnpairedFolder::open(clean_dir, augment, cfg.small_images, cfg.cache_images)?;
+        DataSpec::Synthetic {
+            clean_dir,
+            degradation,
+        } => {
+            let clean =
+                UnpairedFolder::open(clean_dir, augment, cfg.small_images, cfg.cache_images)?;
             Box::new(SyntheticPairs::new(clean, degradation.clone())?)
         }
-        DataSpec::Paired { input_dir, target_dir } => {
-            Box::new(PairedFolder::open(input_dir, target_dir, augment, cfg.small_images, cfg.cache_images)?)
-        }
+        DataSpec::Paired {
+            input_dir,
+            target_dir,
+        } => Box::new(PairedFolder::open(
+            input_dir,
+            target_dir,
+            augment,
+            cfg.small_images,
+            cfg.cache_images,
+        )?),
     })
 }
 
@@ -64,7 +85,10 @@ fn pick(seed: u64, n: usize, g: u64, cache: &mut Option<(u64, Vec<usize>)>) -> (
     if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
         *cache = Some((epoch, epoch_order(seed, epoch, n)));
     }
-    let idx = cache.as_ref().map(|(_, o)| o[(g % n as u64) as usize]).unwrap_or(0);
+    let idx = cache
+        .as_ref()
+        .map(|(_, o)| o[(g % n as u64) as usize])
+        .unwrap_or(0);
     (epoch, idx)
 }
 
@@ -86,7 +110,9 @@ fn make_batch(data: &Data, cfg: &TrainConfig, step: usize) -> Result<Batch> {
     for k in 0..cfg.batch_size {
         let g = (step * cfg.batch_size + k) as u64;
         let (epoch, idx) = pick(cfg.seed, data.source.len(), g, &mut c_s);
-        let (x, y) = data.source.patch(idx, p, &mut sample_rng(cfg.seed, epoch, g))?;
+        let (x, y) = data
+            .source
+            .patch(idx, p, &mut sample_rng(cfg.seed, epoch, g))?;
         xs.push(x);
         ys.push(y);
         if let Some(t) = &data.target {
@@ -100,14 +126,31 @@ fn make_batch(data: &Data, cfg: &TrainConfig, step: usize) -> Result<Batch> {
             ex.push(e.patch(idx, p, &mut sample_rng(seed, epoch, g))?);
         }
     }
-    let opt = |v: Vec<Image>| -> Result<Option<Tensor>> { if v.is_empty() { Ok(None) } else { Ok(Some(collate(&v)?)) } };
-    Ok(Batch { source_input: collate(&xs)?, source_target: collate(&ys)?, target_input: opt(xr)?, ex_clean: opt(ex)? })
+    let opt = |v: Vec<Image>| -> Result<Option<Tensor>> {
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(collate(&v)?))
+        }
+    };
+    Ok(Batch {
+        source_input: collate(&xs)?,
+        source_target: collate(&ys)?,
+        target_input: opt(xr)?,
+        ex_clean: opt(ex)?,
+    })
 }
 
 /// Degrades every clean photo `variants` times into `dir/input` (and keeps the clean copies in
 /// `dir/gt`, which training never reads). Skipped when `dir/input` is already complete, as on
 /// resume; the content is a pure function of the seed anyway.
-fn materialize_target(dir: &Path, clean_dir: &Path, degradation: &daa_degrade::Degradation, variants: usize, cfg: &TrainConfig) -> Result<PathBuf> {
+fn materialize_target(
+    dir: &Path,
+    clean_dir: &Path,
+    degradation: &daa_degrade::Degradation,
+    variants: usize,
+    cfg: &TrainConfig,
+) -> Result<PathBuf> {
     let input = dir.join("input");
     let gt = dir.join("gt");
     let clean = UnpairedFolder::open(clean_dir, false, cfg.small_images, false)?;
@@ -132,7 +175,10 @@ fn materialize_target(dir: &Path, clean_dir: &Path, degradation: &daa_degrade::D
 }
 
 fn named_vars(varmap: &VarMap, prefix: &str) -> Result<Vec<(String, Var)>> {
-    let data = varmap.data().lock().map_err(|e| Error::Config(e.to_string()))?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|e| Error::Config(e.to_string()))?;
     Ok(data
         .iter()
         .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
@@ -142,7 +188,9 @@ fn named_vars(varmap: &VarMap, prefix: &str) -> Result<Vec<(String, Var)>> {
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Config(e.to_string()))?;
-    crate::write_atomic(path, |tmp| std::fs::write(tmp, text + "\n").map_err(|e| Error::io(tmp, e)))
+    crate::write_atomic(path, |tmp| {
+        std::fs::write(tmp, text + "\n").map_err(|e| Error::io(tmp, e))
+    })
 }
 
 /// The state needed to continue a run, beside each checkpoint.
@@ -165,14 +213,25 @@ impl RunFiles {
 
 /// Trains a restorer as `cfg` says, in `run_dir` (created; an existing run there is resumed
 /// when `resume` is set, and refused otherwise). `on_event` receives progress.
-pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, on_event: &mut dyn FnMut(&Event)) -> Result<TrainSummary> {
+pub fn train(
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    device: &Device,
+    resume: bool,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<TrainSummary> {
     cfg.validate()?;
     let adapt = cfg.method != Method::Vanilla;
     // Open (and so check) every dataset before anything is written or trained.
     let source = open_pairs(&cfg.train_data, cfg, cfg.augment)?;
     let eval_data = open_pairs(&cfg.eval.data, cfg, false)?;
     let mut target = match (&cfg.adaptation.target, adapt) {
-        (TargetSpec::Folder { dir }, true) => Some(UnpairedFolder::open(dir, cfg.augment, cfg.small_images, cfg.cache_images)?),
+        (TargetSpec::Folder { dir }, true) => Some(UnpairedFolder::open(
+            dir,
+            cfg.augment,
+            cfg.small_images,
+            cfg.cache_images,
+        )?),
         (TargetSpec::Synthetic { clean_dir, .. }, true) => {
             UnpairedFolder::open(clean_dir, false, cfg.small_images, false)?;
             None
@@ -180,7 +239,12 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
         _ => None,
     };
     let ex_clean = if cfg.method == Method::DaEx {
-        Some(UnpairedFolder::open(&cfg.adaptation.ex_clean_dir, cfg.augment, cfg.small_images, cfg.cache_images)?)
+        Some(UnpairedFolder::open(
+            &cfg.adaptation.ex_clean_dir,
+            cfg.augment,
+            cfg.small_images,
+            cfg.cache_images,
+        )?)
     } else {
         None
     };
@@ -192,44 +256,97 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
     }
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
     if resuming {
-        let saved = std::fs::read_to_string(run_dir.join("config.json")).map_err(|e| Error::io(run_dir.join("config.json"), e))?;
+        let saved = std::fs::read_to_string(run_dir.join("config.json"))
+            .map_err(|e| Error::io(run_dir.join("config.json"), e))?;
         let saved = TrainConfig::from_json(&saved)?;
-        if (TrainConfig { steps: cfg.steps, ..saved.clone() }) != *cfg {
+        if (TrainConfig {
+            steps: cfg.steps,
+            ..saved.clone()
+        }) != *cfg
+        {
             return Err(Error::Config("the run's saved config.json differs from this config (other than steps); resume with the same settings".into()));
         }
     }
     write_json(&run_dir.join("config.json"), cfg)?;
-    if let (TargetSpec::Synthetic { clean_dir, degradation, variants }, true) = (&cfg.adaptation.target, adapt) {
-        let dir = materialize_target(&run_dir.join("target_train"), clean_dir, degradation, *variants, cfg)?;
-        target = Some(UnpairedFolder::open(dir, cfg.augment, cfg.small_images, cfg.cache_images)?);
+    if let (
+        TargetSpec::Synthetic {
+            clean_dir,
+            degradation,
+            variants,
+        },
+        true,
+    ) = (&cfg.adaptation.target, adapt)
+    {
+        let dir = materialize_target(
+            &run_dir.join("target_train"),
+            clean_dir,
+            degradation,
+            *variants,
+            cfg,
+        )?;
+        target = Some(UnpairedFolder::open(
+            dir,
+            cfg.augment,
+            cfg.small_images,
+            cfg.cache_images,
+        )?);
     }
-    let data = Data { source, target, ex_clean };
+    let data = Data {
+        source,
+        target,
+        ex_clean,
+    };
 
     let varmap = VarMap::new();
-    let net = cfg.backbone.build(crate::seeded_var_builder(&varmap, cfg.seed, DType::F32, device))?;
+    let net = cfg.backbone.build(crate::seeded_var_builder(
+        &varmap,
+        cfg.seed,
+        DType::F32,
+        device,
+    ))?;
     let mut named = named_vars(&varmap, "restorer.")?;
     let d_varmap = VarMap::new();
     let mut diffusion = None;
     if adapt {
         let a = &cfg.adaptation;
-        let unet = CondUNet::new(crate::seeded_var_builder(&d_varmap, cfg.seed ^ SALT_DIFFUSION, DType::F32, device), &a.diffusion)?;
+        let unet = CondUNet::new(
+            crate::seeded_var_builder(&d_varmap, cfg.seed ^ SALT_DIFFUSION, DType::F32, device),
+            &a.diffusion,
+        )?;
         let loss = AdaptationLoss::new(NoiseSchedule::paper(), a.loss.clone())?;
         named.extend(named_vars(&d_varmap, "diffusion.")?);
         diffusion = Some((unet, loss));
     }
     let mut opt = Adam::new(named, cfg.optim)?;
 
-    let mut state = TrainState { step: 0, best_psnr: None };
+    let mut state = TrainState {
+        step: 0,
+        best_psnr: None,
+    };
     if resuming {
         let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
-        state = serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path: state_path.clone(), reason: e.to_string() })?;
-        load_into(&varmap, &run_dir.join(format!("restorer-{}.safetensors", state.step)), device)?;
+        state = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+            path: state_path.clone(),
+            reason: e.to_string(),
+        })?;
+        load_into(
+            &varmap,
+            &run_dir.join(format!("restorer-{}.safetensors", state.step)),
+            device,
+        )?;
         if adapt {
-            load_into(&d_varmap, &run_dir.join(format!("diffusion-{}.safetensors", state.step)), device)?;
+            load_into(
+                &d_varmap,
+                &run_dir.join(format!("diffusion-{}.safetensors", state.step)),
+                device,
+            )?;
         }
         let opt_path = run_dir.join(format!("optimizer-{}.safetensors", state.step));
-        let tensors = candle_core::safetensors::load(&opt_path, device)
-            .map_err(|e| Error::Checkpoint { path: opt_path.clone(), reason: e.to_string() })?;
+        let tensors =
+            candle_core::safetensors::load(&opt_path, device).map_err(|e| Error::Checkpoint {
+                path: opt_path.clone(),
+                reason: e.to_string(),
+            })?;
         opt.load_state(&tensors, state.step as u64)?;
         tracing::info!(step = state.step, "resumed");
     }
@@ -239,11 +356,21 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
         .append(true)
         .open(run_dir.join("metrics.jsonl"))
         .map_err(|e| Error::io(run_dir.join("metrics.jsonl"), e))?;
-    let mut files = RunFiles { dir: run_dir.to_path_buf(), metrics };
-    on_event(&Event::Started { start_step: state.step, total_steps: cfg.steps, parameters: parameter_count(&varmap) });
+    let mut files = RunFiles {
+        dir: run_dir.to_path_buf(),
+        metrics,
+    };
+    on_event(&Event::Started {
+        start_step: state.step,
+        total_steps: cfg.steps,
+        parameters: parameter_count(&varmap),
+    });
 
     let tiles = TileConfig::default();
-    let nets = Nets { restorer: &varmap, diffusion: adapt.then_some(&d_varmap) };
+    let nets = Nets {
+        restorer: &varmap,
+        diffusion: adapt.then_some(&d_varmap),
+    };
     let mut last_ckpt = None;
     let start = state.step;
     std::thread::scope(|scope| -> Result<()> {
@@ -266,20 +393,42 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
         let mut steps_since_log = 0usize;
         let mut nonfinite = 0usize;
         for step in start..cfg.steps {
-            let batch = rx.recv().map_err(|_| Error::Config("data producer stopped".into()))??;
+            let batch = rx
+                .recv()
+                .map_err(|_| Error::Config("data producer stopped".into()))??;
             let batch = to_device(batch, device)?;
             let mut rng = sample_rng(cfg.seed ^ SALT_STEP, step as u64, 0);
             if let Some(a) = &adaptation {
-                a.unet.reseed_dropout(rand::RngCore::next_u64(&mut sample_rng(cfg.seed ^ SALT_DIFFUSION, step as u64, 0)));
+                a.unet
+                    .reseed_dropout(rand::RngCore::next_u64(&mut sample_rng(
+                        cfg.seed ^ SALT_DIFFUSION,
+                        step as u64,
+                        0,
+                    )));
             }
-            let parts = step_losses(&batch, &net, adaptation.as_ref(), cfg.charbonnier_eps, step, &mut rng)?;
+            let parts = step_losses(
+                &batch,
+                &net,
+                adaptation.as_ref(),
+                cfg.charbonnier_eps,
+                step,
+                &mut rng,
+            )?;
             let values = loss_values(&parts)?;
             let total = values[0].1;
             let done = step + 1;
             if !total.is_finite() {
                 nonfinite += 1;
-                tracing::warn!(step = done, loss = total, in_a_row = nonfinite, "non-finite loss, step skipped");
-                on_event(&Event::SkippedStep { step: done, in_a_row: nonfinite });
+                tracing::warn!(
+                    step = done,
+                    loss = total,
+                    in_a_row = nonfinite,
+                    "non-finite loss, step skipped"
+                );
+                on_event(&Event::SkippedStep {
+                    step: done,
+                    in_a_row: nonfinite,
+                });
                 if nonfinite >= cfg.max_nonfinite_steps {
                     return Err(Error::Diverged(format!("{nonfinite} non-finite losses in a row at step {done}; lower the learning rate")));
                 }
@@ -293,22 +442,51 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
                 let mut line = serde_json::Map::new();
                 line.insert("step".into(), done.into());
                 for (k, v) in &values {
-                    line.insert(if *k == "lambda" { "lambda".to_string() } else { format!("loss_{k}") }, (*v).into());
+                    line.insert(
+                        if *k == "lambda" {
+                            "lambda".to_string()
+                        } else {
+                            format!("loss_{k}")
+                        },
+                        (*v).into(),
+                    );
                 }
                 line.insert("lr".into(), cfg.optim.lr.into());
                 line.insert("sec_per_step".into(), sps.into());
-                tracing::info!(step = done, loss_total = total, lambda = parts.lambda, "train");
+                tracing::info!(
+                    step = done,
+                    loss_total = total,
+                    lambda = parts.lambda,
+                    "train"
+                );
                 files.log(serde_json::Value::Object(line))?;
-                on_event(&Event::Step { step: done, total_steps: cfg.steps, losses: values.clone(), lr: cfg.optim.lr, seconds_per_step: sps });
+                on_event(&Event::Step {
+                    step: done,
+                    total_steps: cfg.steps,
+                    losses: values.clone(),
+                    lr: cfg.optim.lr,
+                    seconds_per_step: sps,
+                });
                 t_log = Instant::now();
                 steps_since_log = 0;
             }
             let eval_now = cfg.eval.every > 0 && done % cfg.eval.every == 0 && done != cfg.steps;
             if eval_now {
-                let report = evaluate(&net, eval_data.as_ref(), &cfg.eval.metric, cfg.eval.seed, device, tiles, None)?;
-                record_eval(&mut files, &mut state, &varmap, cfg, done, &report, on_event)?;
+                let report = evaluate(
+                    &net,
+                    eval_data.as_ref(),
+                    &cfg.eval.metric,
+                    cfg.eval.seed,
+                    device,
+                    tiles,
+                    None,
+                )?;
+                record_eval(
+                    &mut files, &mut state, &varmap, cfg, done, &report, on_event,
+                )?;
             }
-            let ckpt_now = (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.steps;
+            let ckpt_now =
+                (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.steps;
             if ckpt_now {
                 state.step = done;
                 let p = checkpoint(run_dir, &nets, &opt, cfg, &state)?;
@@ -320,15 +498,32 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, device: &Device, resume: bool, o
     })?;
 
     let eval_dir = run_dir.join("eval");
-    let report = evaluate(&net, eval_data.as_ref(), &cfg.eval.metric, cfg.eval.seed, device, tiles, Some(&eval_dir))?;
-    record_eval(&mut files, &mut state, &varmap, cfg, cfg.steps, &report, on_event)?;
+    let report = evaluate(
+        &net,
+        eval_data.as_ref(),
+        &cfg.eval.metric,
+        cfg.eval.seed,
+        device,
+        tiles,
+        Some(&eval_dir),
+    )?;
+    record_eval(
+        &mut files, &mut state, &varmap, cfg, cfg.steps, &report, on_event,
+    )?;
     write_json(&run_dir.join("eval.json"), &report)?;
-    crate::write_atomic(&run_dir.join("eval.md"), |tmp| std::fs::write(tmp, report.to_markdown()).map_err(|e| Error::io(tmp, e)))?;
+    crate::write_atomic(&run_dir.join("eval.md"), |tmp| {
+        std::fs::write(tmp, report.to_markdown()).map_err(|e| Error::io(tmp, e))
+    })?;
     let checkpoint = match last_ckpt {
         Some(p) => p,
         None => run_dir.join(format!("restorer-{}.safetensors", state.step)),
     };
-    Ok(TrainSummary { run_dir: run_dir.to_path_buf(), steps: cfg.steps, final_eval: report, checkpoint })
+    Ok(TrainSummary {
+        run_dir: run_dir.to_path_buf(),
+        steps: cfg.steps,
+        final_eval: report,
+        checkpoint,
+    })
 }
 
 struct Nets<'a> {
@@ -337,7 +532,12 @@ struct Nets<'a> {
 }
 
 fn to_device(b: Batch, device: &Device) -> Result<Batch> {
-    let mv = |t: Option<Tensor>| -> Result<Option<Tensor>> { Ok(match t { Some(t) => Some(t.to_device(device)?), None => None }) };
+    let mv = |t: Option<Tensor>| -> Result<Option<Tensor>> {
+        Ok(match t {
+            Some(t) => Some(t.to_device(device)?),
+            None => None,
+        })
+    };
     Ok(Batch {
         source_input: b.source_input.to_device(device)?,
         source_target: b.source_target.to_device(device)?,
@@ -350,7 +550,12 @@ fn to_device(b: Batch, device: &Device) -> Result<Batch> {
 fn loss_values(p: &LossParts) -> Result<Vec<(&'static str, f64)>> {
     let v = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
     let mut out = vec![("total", v(&p.total)?), ("rec", v(&p.rec)?)];
-    for (name, t) in [("diff_pos", &p.diff_pos), ("diff_neg", &p.diff_neg), ("contrastive", &p.contrastive), ("noise", &p.noise)] {
+    for (name, t) in [
+        ("diff_pos", &p.diff_pos),
+        ("diff_neg", &p.diff_neg),
+        ("contrastive", &p.contrastive),
+        ("noise", &p.noise),
+    ] {
         if let Some(t) = t {
             out.push((name, v(t)?));
         }
@@ -372,26 +577,49 @@ fn record_eval(
 ) -> Result<()> {
     let r = &report.mean_restored;
     tracing::info!(step, psnr = r.psnr, ssim = r.ssim, "eval");
-    files.log(serde_json::json!({"step": step, "eval_psnr": r.psnr, "eval_ssim": r.ssim,
-        "input_psnr": report.mean_input.psnr, "input_ssim": report.mean_input.ssim}))?;
+    files.log(
+        serde_json::json!({"step": step, "eval_psnr": r.psnr, "eval_ssim": r.ssim,
+        "input_psnr": report.mean_input.psnr, "input_ssim": report.mean_input.ssim}),
+    )?;
     if state.best_psnr.is_none_or(|b| r.psnr > b) {
         state.best_psnr = Some(r.psnr);
-        save_restorer(&files.dir.join("restorer-best.safetensors"), varmap, &cfg.backbone)?;
+        save_restorer(
+            &files.dir.join("restorer-best.safetensors"),
+            varmap,
+            &cfg.backbone,
+        )?;
     }
-    on_event(&Event::Evaluated { step, report: report.clone() });
+    on_event(&Event::Evaluated {
+        step,
+        report: report.clone(),
+    });
     Ok(())
 }
 
 /// Writes `restorer-{step}`, `diffusion-{step}` (adaptation), `optimizer-{step}` and
 /// `train_state.json` (last, so that a crash mid-way leaves the previous state pointing at
 /// complete files), then prunes old ones.
-fn checkpoint(dir: &Path, nets: &Nets, opt: &Adam, cfg: &TrainConfig, state: &TrainState) -> Result<PathBuf> {
+fn checkpoint(
+    dir: &Path,
+    nets: &Nets,
+    opt: &Adam,
+    cfg: &TrainConfig,
+    state: &TrainState,
+) -> Result<PathBuf> {
     let path = dir.join(format!("restorer-{}.safetensors", state.step));
     save_restorer(&path, nets.restorer, &cfg.backbone)?;
     if let Some(d) = nets.diffusion {
-        let json = serde_json::to_string(&cfg.adaptation.diffusion).map_err(|e| Error::Config(e.to_string()))?;
-        let meta = HashMap::from([("daa.format".to_string(), "daa-diffusion-v1".to_string()), ("daa.diffusion".to_string(), json)]);
-        save_tensors(&dir.join(format!("diffusion-{}.safetensors", state.step)), &varmap_tensors(d)?, meta)?;
+        let json = serde_json::to_string(&cfg.adaptation.diffusion)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let meta = HashMap::from([
+            ("daa.format".to_string(), "daa-diffusion-v1".to_string()),
+            ("daa.diffusion".to_string(), json),
+        ]);
+        save_tensors(
+            &dir.join(format!("diffusion-{}.safetensors", state.step)),
+            &varmap_tensors(d)?,
+            meta,
+        )?;
     }
     let opt_path = dir.join(format!("optimizer-{}.safetensors", state.step));
     let meta = HashMap::from([("daa.format".to_string(), "daa-optimizer-v1".to_string())]);

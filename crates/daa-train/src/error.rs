@@ -35,7 +35,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, e: impl ToString) -> Self {
-        Self::Io { path: path.into(), reason: e.to_string() }
+        Self::Io {
+            path: path.into(),
+            reason: e.to_string(),
+        }
     }
 }
 

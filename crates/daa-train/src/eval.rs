@@ -45,11 +45,12 @@ impl EvalReport {
     /// A markdown table: one row per image and a mean row.
     pub fn to_markdown(&self) -> String {
         let channel = if self.metric.y_channel { "Y" } else { "RGB" };
-        let mut s = format!(
-            "| image | input PSNR | input SSIM | restored PSNR | restored SSIM |\n|---|---|---|---|---|\n"
-        );
+        let mut s = "| image | input PSNR | input SSIM | restored PSNR | restored SSIM |\n|---|---|---|---|---|\n".to_string();
         let row = |name: &str, i: &Scores, r: &Scores| {
-            format!("| {name} | {:.2} | {:.4} | {:.2} | {:.4} |\n", i.psnr, i.ssim, r.psnr, r.ssim)
+            format!(
+                "| {name} | {:.2} | {:.4} | {:.2} | {:.4} |\n",
+                i.psnr, i.ssim, r.psnr, r.ssim
+            )
         };
         for img in &self.images {
             s += &row(&img.name, &img.input, &img.restored);
@@ -58,7 +59,11 @@ impl EvalReport {
         s += &format!(
             "\nPSNR (dB) / SSIM on {channel}, crop border {}, {}.\n",
             self.metric.crop_border,
-            if self.metric.quantize { "8-bit quantised" } else { "not quantised" }
+            if self.metric.quantize {
+                "8-bit quantised"
+            } else {
+                "not quantised"
+            }
         );
         s
     }
@@ -78,13 +83,24 @@ pub fn evaluate(
     save_dir: Option<&Path>,
 ) -> Result<EvalReport> {
     let mut images = Vec::with_capacity(data.len());
-    let (mut ip, mut is, mut rp, mut rs) = (Mean::default(), Mean::default(), Mean::default(), Mean::default());
+    let (mut ip, mut is, mut rp, mut rs) = (
+        Mean::default(),
+        Mean::default(),
+        Mean::default(),
+        Mean::default(),
+    );
     for i in 0..data.len() {
         let mut rng = sample_rng(seed, 0, i as u64);
         let (input, target, name) = data.full(i, &mut rng)?;
         let restored = restore_image(net, &input, device, tiles)?;
-        let input_s = Scores { psnr: psnr(&input, &target, metric)?, ssim: ssim(&input, &target, metric)? };
-        let restored_s = Scores { psnr: psnr(&restored, &target, metric)?, ssim: ssim(&restored, &target, metric)? };
+        let input_s = Scores {
+            psnr: psnr(&input, &target, metric)?,
+            ssim: ssim(&input, &target, metric)?,
+        };
+        let restored_s = Scores {
+            psnr: psnr(&restored, &target, metric)?,
+            ssim: ssim(&restored, &target, metric)?,
+        };
         ip.update(input_s.psnr);
         is.update(input_s.ssim);
         rp.update(restored_s.psnr);
@@ -93,12 +109,22 @@ pub fn evaluate(
             std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
             save_image(dir.join(format!("{name}.png")), &restored)?;
         }
-        images.push(ImageScores { name, input: input_s, restored: restored_s });
+        images.push(ImageScores {
+            name,
+            input: input_s,
+            restored: restored_s,
+        });
     }
     Ok(EvalReport {
         images,
-        mean_input: Scores { psnr: ip.compute(), ssim: is.compute() },
-        mean_restored: Scores { psnr: rp.compute(), ssim: rs.compute() },
+        mean_input: Scores {
+            psnr: ip.compute(),
+            ssim: is.compute(),
+        },
+        mean_restored: Scores {
+            psnr: rp.compute(),
+            ssim: rs.compute(),
+        },
         metric: *metric,
     })
 }

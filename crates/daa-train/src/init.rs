@@ -45,7 +45,11 @@ fn values(init: Init, shape: &Shape, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<f
         Init::Const(v) => vec![v as f32; n],
         Init::Uniform { lo, up } => uniform(lo, up, rng),
         Init::Randn { mean, stdev } => normal(mean, stdev, rng),
-        Init::Kaiming { dist, fan, non_linearity } => {
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
             let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
             match dist {
                 NormalOrUniform::Uniform => uniform(-(3f64.sqrt()) * std, 3f64.sqrt() * std, rng),
@@ -57,7 +61,11 @@ fn values(init: Init, shape: &Shape, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<f
 
 impl SimpleBackend for Seeded {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
-        let mut data = self.varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mut data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         if let Some(v) = data.get(name) {
             if v.shape() != &s {
                 candle_core::bail!("shape mismatch on {name}: {s:?} <> {:?}", v.shape());
@@ -65,7 +73,9 @@ impl SimpleBackend for Seeded {
             return Ok(v.as_tensor().clone());
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(name_seed(self.seed, name));
-        let t = Tensor::from_vec(values(h, &s, &mut rng), s, &Device::Cpu)?.to_dtype(dtype)?.to_device(dev)?;
+        let t = Tensor::from_vec(values(h, &s, &mut rng), s, &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(dev)?;
         let var = Var::from_tensor(&t)?;
         let t = var.as_tensor().clone();
         data.insert(name.to_string(), var);
@@ -77,13 +87,29 @@ impl SimpleBackend for Seeded {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap.data().lock().map(|d| d.contains_key(name)).unwrap_or(false)
+        self.varmap
+            .data()
+            .lock()
+            .map(|d| d.contains_key(name))
+            .unwrap_or(false)
     }
 }
 
 /// A `VarBuilder` that creates variables in `varmap`, each initialised from `(seed, name)`.
-pub fn seeded_var_builder(varmap: &VarMap, seed: u64, dtype: DType, device: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_backend(Box::new(Seeded { varmap: varmap.clone(), seed }), dtype, device.clone())
+pub fn seeded_var_builder(
+    varmap: &VarMap,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
+    VarBuilder::from_backend(
+        Box::new(Seeded {
+            varmap: varmap.clone(),
+            seed,
+        }),
+        dtype,
+        device.clone(),
+    )
 }
 
 #[cfg(test)]
@@ -93,9 +119,20 @@ mod tests {
 
     fn weights(seed: u64) -> Result<Vec<f32>> {
         let varmap = VarMap::new();
-        BackboneConfig::UNet(UNetConfig::tiny()).build(seeded_var_builder(&varmap, seed, DType::F32, &Device::Cpu))?;
-        let data = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        data["down_path.1.block.0.weight"].as_tensor().flatten_all()?.to_vec1()
+        BackboneConfig::UNet(UNetConfig::tiny()).build(seeded_var_builder(
+            &varmap,
+            seed,
+            DType::F32,
+            &Device::Cpu,
+        ))?;
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        data["down_path.1.block.0.weight"]
+            .as_tensor()
+            .flatten_all()?
+            .to_vec1()
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod engine;
 mod error;
 mod eval;
 mod events;
+pub mod experiments;
 mod init;
 mod loss;
 pub mod metrics;
@@ -32,7 +33,9 @@ mod restore;
 mod step;
 
 pub use checkpoint::{load_restorer, save_restorer, write_atomic, RESTORER_FORMAT};
-pub use config::{AdaptationSettings, DataSpec, EvalConfig, Method, OptimConfig, TargetSpec, TrainConfig, PRESETS};
+pub use config::{
+    AdaptationSettings, DataSpec, EvalConfig, Method, OptimConfig, TargetSpec, TrainConfig, PRESETS,
+};
 pub use engine::{train, TrainSummary};
 pub use error::{Error, Result};
 pub use eval::{evaluate, EvalReport, ImageScores, Scores};

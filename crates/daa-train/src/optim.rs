@@ -21,9 +21,21 @@ impl Adam {
     /// An optimizer over named variables (names are used to save and load the state).
     pub fn new(mut vars: Vec<(String, Var)>, cfg: OptimConfig) -> Result<Self> {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let m = vars.iter().map(|(_, v)| v.zeros_like()).collect::<Result<Vec<_>>>()?;
-        let v = vars.iter().map(|(_, v)| v.zeros_like()).collect::<Result<Vec<_>>>()?;
-        Ok(Self { vars, m, v, step: 0, cfg })
+        let m = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<Result<Vec<_>>>()?;
+        let v = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            vars,
+            m,
+            v,
+            step: 0,
+            cfg,
+        })
     }
 
     /// Number of steps taken.
@@ -39,14 +51,26 @@ impl Adam {
     /// One update from `grads`; variables without a gradient are left as they are.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step += 1;
-        let OptimConfig { lr, beta1, beta2, eps, weight_decay } = self.cfg;
+        let OptimConfig {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.cfg;
         let bc1 = 1.0 - beta1.powi(self.step as i32);
         let bc2 = 1.0 - beta2.powi(self.step as i32);
         for (i, (_, var)) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             // Detached: the moments must not keep the autograd graph of past steps alive.
             let g = g.detach();
-            let g = if weight_decay > 0.0 { (g + (var.as_tensor().detach() * weight_decay)?)? } else { g };
+            let g = if weight_decay > 0.0 {
+                (g + (var.as_tensor().detach() * weight_decay)?)?
+            } else {
+                g
+            };
             let m = ((&self.m[i] * beta1)? + (&g * (1.0 - beta1))?)?.detach();
             let v = ((&self.v[i] * beta2)? + (g.sqr()? * (1.0 - beta2))?)?.detach();
             let denom = ((v.sqrt()? / bc2.sqrt())? + eps)?;
@@ -73,11 +97,15 @@ impl Adam {
         for (i, (name, var)) in self.vars.iter().enumerate() {
             for (which, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
                 let key = format!("adam.{which}.{name}");
-                let t = tensors
-                    .get(&key)
-                    .ok_or_else(|| candle_core::Error::Msg(format!("optimizer state lacks {key}")))?;
+                let t = tensors.get(&key).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("optimizer state lacks {key}"))
+                })?;
                 if t.shape() != var.shape() {
-                    candle_core::bail!("optimizer state {key} has shape {:?}, want {:?}", t.shape(), var.shape());
+                    candle_core::bail!(
+                        "optimizer state {key} has shape {:?}, want {:?}",
+                        t.shape(),
+                        var.shape()
+                    );
                 }
                 *slot = t.to_device(var.device())?.to_dtype(var.dtype())?;
             }
@@ -99,14 +127,23 @@ mod tests {
         // for _ in range(3): opt.zero_grad(); (p ** 2).sum().backward(); opt.step()
         // p -> tensor([ 0.7016, -1.7006])  (0.70158627, -1.70062339 in f64)
         let p = Var::new(&[1f32, -2.0], &Device::Cpu)?;
-        let cfg = OptimConfig { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+        let cfg = OptimConfig {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
         let mut opt = Adam::new(vec![("p".into(), p.clone())], cfg)?;
         for _ in 0..3 {
             let grads = p.as_tensor().sqr()?.sum_all()?.backward()?;
             opt.step(&grads)?;
         }
         let got = p.as_tensor().to_vec1::<f32>()?;
-        assert!((got[0] - 0.701_586_3).abs() < 1e-5 && (got[1] + 1.700_623_4).abs() < 1e-5, "{got:?}");
+        assert!(
+            (got[0] - 0.701_586_3).abs() < 1e-5 && (got[1] + 1.700_623_4).abs() < 1e-5,
+            "{got:?}"
+        );
         assert_eq!(opt.step_count(), 3);
         Ok(())
     }

@@ -16,7 +16,10 @@ pub struct TileConfig {
 impl Default for TileConfig {
     /// 512-pixel tiles with a 32-pixel overlap: a few hundred MB for the paper's U-Net.
     fn default() -> Self {
-        Self { tile: 512, overlap: 32 }
+        Self {
+            tile: 512,
+            overlap: 32,
+        }
     }
 }
 
@@ -25,17 +28,28 @@ fn starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
         return vec![0];
     }
     let stride = tile - overlap;
-    let mut s: Vec<usize> = (0..).map(|i| i * stride).take_while(|&p| p + tile < len).collect();
+    let mut s: Vec<usize> = (0..)
+        .map(|i| i * stride)
+        .take_while(|&p| p + tile < len)
+        .collect();
     s.push(len - tile);
     s
 }
 
 /// Restores one image with `net` (`x + R(x)`, clamped to `[0, 1]`), in overlapping tiles when
 /// it is larger than `tiles.tile`. Each tile is replicate-padded to the network's size multiple.
-pub fn restore_image(net: &Backbone, img: &Image, device: &Device, tiles: TileConfig) -> Result<Image> {
+pub fn restore_image(
+    net: &Backbone,
+    img: &Image,
+    device: &Device,
+    tiles: TileConfig,
+) -> Result<Image> {
     let (w, h) = (img.width(), img.height());
     if tiles.tile > 0 && tiles.overlap >= tiles.tile {
-        return Err(Error::Config(format!("tile overlap {} must be smaller than the tile {}", tiles.overlap, tiles.tile)));
+        return Err(Error::Config(format!(
+            "tile overlap {} must be smaller than the tile {}",
+            tiles.overlap, tiles.tile
+        )));
     }
     let run = |t: &Image| -> Result<Image> {
         let xs = t.to_tensor()?.to_device(device)?;

@@ -61,9 +61,21 @@ pub fn step_losses(
     rng: &mut impl rand::Rng,
 ) -> Result<LossParts> {
     let r_s = restorer.residual(&batch.source_input, true)?;
-    let rec = charbonnier(&(&batch.source_input + &r_s)?, &batch.source_target, charbonnier_eps)?;
+    let rec = charbonnier(
+        &(&batch.source_input + &r_s)?,
+        &batch.source_target,
+        charbonnier_eps,
+    )?;
     let (Some(a), Some(x_r)) = (adaptation, &batch.target_input) else {
-        return Ok(LossParts { total: rec.clone(), rec, diff_pos: None, diff_neg: None, contrastive: None, noise: None, lambda: 0.0 });
+        return Ok(LossParts {
+            total: rec.clone(),
+            rec,
+            diff_pos: None,
+            diff_neg: None,
+            contrastive: None,
+            noise: None,
+            lambda: 0.0,
+        });
     };
     let r_r = restorer.residual(x_r, true)?;
     let clean = batch.ex_clean.as_ref().unwrap_or(&batch.source_target);

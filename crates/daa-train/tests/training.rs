@@ -3,10 +3,14 @@
 use std::path::Path;
 
 use candle_core::Device;
-use daa_train::{load_restorer, train, TrainConfig};
+use daa_degrade::Degradation;
+use daa_train::{load_restorer, train, DataSpec, Method, TargetSpec, TrainConfig};
 
 fn smoke(steps: usize) -> TrainConfig {
-    TrainConfig { steps, ..TrainConfig::smoke() }
+    TrainConfig {
+        steps,
+        ..TrainConfig::smoke()
+    }
 }
 
 fn run(cfg: &TrainConfig, dir: &Path, resume: bool) -> daa_train::TrainSummary {
@@ -15,10 +19,18 @@ fn run(cfg: &TrainConfig, dir: &Path, resume: bool) -> daa_train::TrainSummary {
 
 /// The checkpoint's tensors by name (the file's metadata order may vary between writes).
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"));
     let mut out: Vec<(String, Vec<f32>)> = tensors
         .into_iter()
-        .map(|(k, t)| (k, t.flatten_all().and_then(|t| t.to_vec1()).unwrap_or_default()))
+        .map(|(k, t)| {
+            (
+                k,
+                t.flatten_all()
+                    .and_then(|t| t.to_vec1())
+                    .unwrap_or_default(),
+            )
+        })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
@@ -40,16 +52,31 @@ fn losses(dir: &Path) -> Vec<f64> {
 fn run_folder_holds_config_metrics_checkpoints_and_eval() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let s = run(&smoke(4), dir.path(), false);
-    for f in ["config.json", "metrics.jsonl", "train_state.json", "restorer-4.safetensors", "restorer-2.safetensors",
-        "optimizer-4.safetensors", "restorer-best.safetensors", "eval.json", "eval.md"] {
+    for f in [
+        "config.json",
+        "metrics.jsonl",
+        "train_state.json",
+        "restorer-4.safetensors",
+        "restorer-2.safetensors",
+        "diffusion-4.safetensors",
+        "optimizer-4.safetensors",
+        "restorer-best.safetensors",
+        "eval.json",
+        "eval.md",
+        "target_train/input/astronaut_0.png",
+    ] {
         assert!(dir.path().join(f).exists(), "missing {f}");
     }
     assert_eq!(losses(dir.path()).len(), 4);
     assert!(losses(dir.path()).iter().all(|l| l.is_finite()));
     assert_eq!(s.final_eval.images.len(), 4);
     let saved = std::fs::read_to_string(dir.path().join("config.json")).unwrap_or_default();
-    assert_eq!(TrainConfig::from_json(&saved).unwrap_or_else(|e| panic!("{e}")), smoke(4));
-    let (_, net, _) = load_restorer(&s.checkpoint, &Device::Cpu, None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        TrainConfig::from_json(&saved).unwrap_or_else(|e| panic!("{e}")),
+        smoke(4)
+    );
+    let (_, net, _) =
+        load_restorer(&s.checkpoint, &Device::Cpu, None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(net.size_multiple(), 4);
     // An existing run is not overwritten without --resume.
     assert!(train(&smoke(4), dir.path(), &Device::Cpu, false, &mut |_| {}).is_err());
@@ -57,36 +84,197 @@ fn run_folder_holds_config_metrics_checkpoints_and_eval() {
 
 #[test]
 fn the_seed_reproduces_a_run_and_another_seed_does_not() {
-    let (a, b, c) = (tempfile::tempdir(), tempfile::tempdir(), tempfile::tempdir());
-    let (a, b, c) = (a.unwrap_or_else(|e| panic!("{e}")), b.unwrap_or_else(|e| panic!("{e}")), c.unwrap_or_else(|e| panic!("{e}")));
+    let (a, b, c) = (
+        tempfile::tempdir(),
+        tempfile::tempdir(),
+        tempfile::tempdir(),
+    );
+    let (a, b, c) = (
+        a.unwrap_or_else(|e| panic!("{e}")),
+        b.unwrap_or_else(|e| panic!("{e}")),
+        c.unwrap_or_else(|e| panic!("{e}")),
+    );
     run(&smoke(3), a.path(), false);
     run(&smoke(3), b.path(), false);
-    run(&TrainConfig { seed: 1, ..smoke(3) }, c.path(), false);
-    assert!(same_weights(&a.path().join("restorer-3.safetensors"), &b.path().join("restorer-3.safetensors")));
+    run(
+        &TrainConfig {
+            seed: 1,
+            ..smoke(3)
+        },
+        c.path(),
+        false,
+    );
+    assert!(same_weights(
+        &a.path().join("restorer-3.safetensors"),
+        &b.path().join("restorer-3.safetensors")
+    ));
+    assert!(same_weights(
+        &a.path().join("diffusion-3.safetensors"),
+        &b.path().join("diffusion-3.safetensors")
+    ));
     assert_eq!(losses(a.path()), losses(b.path()));
     assert_ne!(losses(a.path()), losses(c.path()));
+    // The vanilla path reproduces too.
+    let (d, e) = (tempfile::tempdir(), tempfile::tempdir());
+    let (d, e) = (
+        d.unwrap_or_else(|e| panic!("{e}")),
+        e.unwrap_or_else(|e| panic!("{e}")),
+    );
+    let vanilla = TrainConfig {
+        method: Method::Vanilla,
+        ..smoke(3)
+    };
+    run(&vanilla, d.path(), false);
+    run(&vanilla, e.path(), false);
+    assert_eq!(losses(d.path()), losses(e.path()));
+    assert!(!d.path().join("diffusion-3.safetensors").exists());
 }
 
 #[test]
 fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
     let (full, part) = (tempfile::tempdir(), tempfile::tempdir());
-    let (full, part) = (full.unwrap_or_else(|e| panic!("{e}")), part.unwrap_or_else(|e| panic!("{e}")));
-    let cfg = TrainConfig { checkpoint_every: 2, keep_last: 5, ..smoke(4) };
+    let (full, part) = (
+        full.unwrap_or_else(|e| panic!("{e}")),
+        part.unwrap_or_else(|e| panic!("{e}")),
+    );
+    let cfg = TrainConfig {
+        checkpoint_every: 2,
+        keep_last: 5,
+        ..smoke(4)
+    };
     run(&cfg, full.path(), false);
-    run(&TrainConfig { steps: 2, ..cfg.clone() }, part.path(), false);
+    run(
+        &TrainConfig {
+            steps: 2,
+            ..cfg.clone()
+        },
+        part.path(),
+        false,
+    );
     run(&cfg, part.path(), true);
-    assert!(same_weights(&full.path().join("restorer-4.safetensors"), &part.path().join("restorer-4.safetensors")));
+    assert!(same_weights(
+        &full.path().join("restorer-4.safetensors"),
+        &part.path().join("restorer-4.safetensors")
+    ));
+    assert!(same_weights(
+        &full.path().join("diffusion-4.safetensors"),
+        &part.path().join("diffusion-4.safetensors")
+    ));
     assert_eq!(losses(full.path()), losses(part.path()));
 }
 
 #[test]
-fn a_short_cpu_run_learns_to_denoise() {
-    // 40 steps of the tiny U-Net at 32x32 already beat the noisy input on held-out photos.
+fn a_short_vanilla_run_learns_to_denoise() {
+    // 150 steps of the tiny U-Net on AWGN beat the noisy input on the held-out photos.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let cfg = TrainConfig { steps: 40, batch_size: 4, checkpoint_every: 0, ..TrainConfig::smoke() };
+    let mut cfg = TrainConfig {
+        method: Method::Vanilla,
+        steps: 150,
+        batch_size: 8,
+        checkpoint_every: 0,
+        ..TrainConfig::smoke()
+    };
+    cfg.eval.data = match &cfg.eval.data {
+        DataSpec::Synthetic { clean_dir, .. } => DataSpec::Synthetic {
+            clean_dir: clean_dir.clone(),
+            degradation: Degradation::denoise_source(),
+        },
+        other => other.clone(),
+    };
     let s = run(&cfg, dir.path(), false);
     let r = &s.final_eval;
-    assert!(r.mean_restored.psnr > r.mean_input.psnr + 0.5, "{}", r.to_markdown());
+    assert!(
+        r.mean_restored.psnr > r.mean_input.psnr + 0.5,
+        "{}",
+        r.to_markdown()
+    );
+}
+
+fn column(dir: &Path, key: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v[key].as_f64())
+        .collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn a_tiny_da_run_has_finite_decreasing_loss_parts() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cfg = TrainConfig {
+        steps: 40,
+        batch_size: 4,
+        checkpoint_every: 0,
+        ..TrainConfig::smoke()
+    };
+    run(&cfg, dir.path(), false);
+    for key in [
+        "loss_total",
+        "loss_rec",
+        "loss_diff_pos",
+        "loss_diff_neg",
+        "loss_contrastive",
+        "loss_noise",
+        "lambda",
+    ] {
+        let v = column(dir.path(), key);
+        assert_eq!(v.len(), 40, "{key}");
+        assert!(v.iter().all(|x| x.is_finite()), "{key}: {v:?}");
+    }
+    let lambda = column(dir.path(), "lambda");
+    assert_eq!(lambda[0], 0.0);
+    assert!(lambda[39] > 0.19);
+    for key in ["loss_rec", "loss_diff_pos", "loss_noise"] {
+        let v = column(dir.path(), key);
+        assert!(
+            mean(&v[30..]) < mean(&v[..10]),
+            "{key} did not decrease: {v:?}"
+        );
+    }
+}
+
+#[test]
+fn training_never_reads_target_ground_truth() {
+    // Run A materialises a synthetic target domain (degraded inputs + clean copies). Run B
+    // trains on a copy of A's degraded inputs alone, with no clean file anywhere: identical.
+    let (a, b, t) = (
+        tempfile::tempdir(),
+        tempfile::tempdir(),
+        tempfile::tempdir(),
+    );
+    let (a, b, t) = (
+        a.unwrap_or_else(|e| panic!("{e}")),
+        b.unwrap_or_else(|e| panic!("{e}")),
+        t.unwrap_or_else(|e| panic!("{e}")),
+    );
+    let cfg = TrainConfig {
+        steps: 3,
+        ..TrainConfig::smoke()
+    };
+    run(&cfg, a.path(), false);
+    let inputs = a.path().join("target_train/input");
+    assert!(a.path().join("target_train/gt").exists());
+    for e in std::fs::read_dir(&inputs)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+    {
+        std::fs::copy(e.path(), t.path().join(e.file_name())).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut cfg_b = cfg.clone();
+    cfg_b.adaptation.target = TargetSpec::Folder {
+        dir: t.path().to_path_buf(),
+    };
+    run(&cfg_b, b.path(), false);
+    assert!(!b.path().join("target_train").exists());
+    assert_eq!(losses(a.path()), losses(b.path()));
+    assert!(same_weights(
+        &a.path().join("restorer-3.safetensors"),
+        &b.path().join("restorer-3.safetensors")
+    ));
 }
 
 #[test]
@@ -94,16 +282,42 @@ fn an_unwritable_run_folder_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let file = dir.path().join("a_file");
     std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
-    let err = train(&smoke(2), &file.join("run"), &Device::Cpu, false, &mut |_| {}).err();
-    assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("a_file"));
+    let err = train(
+        &smoke(2),
+        &file.join("run"),
+        &Device::Cpu,
+        false,
+        &mut |_| {},
+    )
+    .err();
+    assert!(err
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+        .contains("a_file"));
 }
 
 #[test]
 fn a_missing_dataset_fails_before_training() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = smoke(2);
-    cfg.train_data = daa_train::DataSpec::Paired { input_dir: "/nonexistent/in".into(), target_dir: "/nonexistent/gt".into() };
-    let err = train(&cfg, &dir.path().join("run"), &Device::Cpu, false, &mut |_| {}).err();
-    assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("/nonexistent/in"));
-    assert!(!dir.path().join("run").exists(), "nothing is written when the data is bad");
+    cfg.train_data = daa_train::DataSpec::Paired {
+        input_dir: "/nonexistent/in".into(),
+        target_dir: "/nonexistent/gt".into(),
+    };
+    let err = train(
+        &cfg,
+        &dir.path().join("run"),
+        &Device::Cpu,
+        false,
+        &mut |_| {},
+    )
+    .err();
+    assert!(err
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+        .contains("/nonexistent/in"));
+    assert!(
+        !dir.path().join("run").exists(),
+        "nothing is written when the data is bad"
+    );
 }

@@ -46,23 +46,46 @@ impl Args {
         let (_, net, _) = load_restorer(&self.checkpoint, device, None)?;
         let preset = TrainConfig::preset(&self.preset)?;
         let policy = SmallImagePolicy::ReflectPad;
-        let data: Box<dyn daa_degrade::PairSource> = match (&self.input_dir, &self.target_dir, &self.clean_dir) {
-            (Some(i), Some(t), _) => Box::new(PairedFolder::open(i, t, false, policy, false)?),
-            (None, None, clean) => {
-                let (dir, mut degradation) = match &preset.eval.data {
-                    DataSpec::Synthetic { clean_dir, degradation } => (clean_dir.clone(), degradation.clone()),
-                    DataSpec::Paired { .. } => bail!("preset {} evaluates on pairs; pass --input-dir/--target-dir", self.preset),
-                };
-                if let Some(s) = self.sigma {
-                    degradation = Degradation::Awgn(daa_degrade::AwgnParams { sigma_min: s, sigma_max: s });
+        let data: Box<dyn daa_degrade::PairSource> =
+            match (&self.input_dir, &self.target_dir, &self.clean_dir) {
+                (Some(i), Some(t), _) => Box::new(PairedFolder::open(i, t, false, policy, false)?),
+                (None, None, clean) => {
+                    let (dir, mut degradation) = match &preset.eval.data {
+                        DataSpec::Synthetic {
+                            clean_dir,
+                            degradation,
+                        } => (clean_dir.clone(), degradation.clone()),
+                        DataSpec::Paired { .. } => bail!(
+                            "preset {} evaluates on pairs; pass --input-dir/--target-dir",
+                            self.preset
+                        ),
+                    };
+                    if let Some(s) = self.sigma {
+                        degradation = Degradation::Awgn(daa_degrade::AwgnParams {
+                            sigma_min: s,
+                            sigma_max: s,
+                        });
+                    }
+                    let folder =
+                        UnpairedFolder::open(clean.as_ref().unwrap_or(&dir), false, policy, false)?;
+                    Box::new(SyntheticPairs::new(folder, degradation)?)
                 }
-                let folder = UnpairedFolder::open(clean.as_ref().unwrap_or(&dir), false, policy, false)?;
-                Box::new(SyntheticPairs::new(folder, degradation)?)
-            }
-            _ => bail!("give --input-dir with --target-dir, or --clean-dir"),
+                _ => bail!("give --input-dir with --target-dir, or --clean-dir"),
+            };
+        let metric = MetricConfig {
+            crop_border: self.crop_border,
+            y_channel: self.y_channel,
+            quantize: true,
         };
-        let metric = MetricConfig { crop_border: self.crop_border, y_channel: self.y_channel, quantize: true };
-        let report = evaluate(&net, data.as_ref(), &metric, self.seed, device, TileConfig::default(), self.save_dir.as_deref())?;
+        let report = evaluate(
+            &net,
+            data.as_ref(),
+            &metric,
+            self.seed,
+            device,
+            TileConfig::default(),
+            self.save_dir.as_deref(),
+        )?;
         #[allow(clippy::print_stdout)]
         {
             println!("{}", report.to_markdown());

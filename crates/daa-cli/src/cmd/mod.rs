@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod eval;
+pub mod experiment;
 pub mod restore;
 pub mod train;
 
@@ -16,7 +17,9 @@ pub fn parse_device(s: &str) -> Result<Device> {
                 bail!("unknown device {s:?} (use cpu or cuda:N)")
             };
             let ordinal = match rest.strip_prefix(':') {
-                Some(n) => n.parse().with_context(|| format!("bad device ordinal in {s:?}"))?,
+                Some(n) => n
+                    .parse()
+                    .with_context(|| format!("bad device ordinal in {s:?}"))?,
                 None if rest.is_empty() => 0,
                 None => bail!("unknown device {s:?} (use cpu or cuda:N)"),
             };

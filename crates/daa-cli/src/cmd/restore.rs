@@ -29,9 +29,16 @@ pub struct Args {
 
 impl Args {
     pub fn run(self, device: &Device) -> Result<()> {
-        let tiles = TileConfig { tile: self.tile, overlap: self.overlap };
+        let tiles = TileConfig {
+            tile: self.tile,
+            overlap: self.overlap,
+        };
         if tiles.tile > 0 && tiles.overlap >= tiles.tile {
-            bail!("--overlap {} must be smaller than --tile {}", tiles.overlap, tiles.tile);
+            bail!(
+                "--overlap {} must be smaller than --tile {}",
+                tiles.overlap,
+                tiles.tile
+            );
         }
         if !self.input.exists() {
             bail!("input {:?} does not exist", self.input);
@@ -46,11 +53,15 @@ impl Args {
         };
         if self.input.is_dir() {
             let files = list_images(&self.input)?;
-            std::fs::create_dir_all(&self.output).with_context(|| format!("creating {:?}", self.output))?;
+            std::fs::create_dir_all(&self.output)
+                .with_context(|| format!("creating {:?}", self.output))?;
             let bar = ProgressBar::new(files.len() as u64);
             let mut failed = 0;
             for f in &files {
-                let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let stem = f
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let dst = self.output.join(format!("{stem}.png"));
                 if let Err(e) = one(f, &dst) {
                     bar.println(format!("error: {e:#}"));
@@ -59,13 +70,21 @@ impl Args {
                 bar.inc(1);
             }
             bar.finish_and_clear();
-            eprintln!("restored {} of {} images into {:?}", files.len() - failed, files.len(), self.output);
+            eprintln!(
+                "restored {} of {} images into {:?}",
+                files.len() - failed,
+                files.len(),
+                self.output
+            );
             if failed > 0 {
                 bail!("{failed} image(s) could not be restored");
             }
         } else {
             if self.output.is_dir() {
-                bail!("output {:?} is a folder; give a file name (e.g. restored.png)", self.output);
+                bail!(
+                    "output {:?} is a folder; give a file name (e.g. restored.png)",
+                    self.output
+                );
             }
             one(&self.input, &self.output)?;
             eprintln!("wrote {:?}", self.output);

@@ -117,7 +117,11 @@ impl Args {
         }
         if let Some(m) = &self.method {
             cfg.method = m.parse()?;
-            cfg.adaptation.loss.variant = if cfg.method == Method::DaEx { Variant::Ex } else { Variant::Paired };
+            cfg.adaptation.loss.variant = if cfg.method == Method::DaEx {
+                Variant::Ex
+            } else {
+                Variant::Paired
+            };
         }
         let a = &mut cfg.adaptation;
         if let Some(dir) = &self.real_dir {
@@ -148,21 +152,32 @@ impl Args {
             cfg.backbone = cfg.backbone_by_name(name)?;
         }
         let degradation = match (&cfg.train_data, &cfg.eval.data) {
-            (DataSpec::Synthetic { degradation, .. }, _) | (_, DataSpec::Synthetic { degradation, .. }) => {
-                Some(degradation.clone())
-            }
+            (DataSpec::Synthetic { degradation, .. }, _)
+            | (_, DataSpec::Synthetic { degradation, .. }) => Some(degradation.clone()),
             _ => None,
         };
         if let Some(dir) = &self.train_clean {
-            let degradation = degradation.clone().context("--train-clean needs a degradation from the preset")?;
-            cfg.train_data = DataSpec::Synthetic { clean_dir: dir.clone(), degradation };
+            let degradation = degradation
+                .clone()
+                .context("--train-clean needs a degradation from the preset")?;
+            cfg.train_data = DataSpec::Synthetic {
+                clean_dir: dir.clone(),
+                degradation,
+            };
         }
         if let (Some(i), Some(t)) = (&self.train_input, &self.train_target) {
-            cfg.train_data = DataSpec::Paired { input_dir: i.clone(), target_dir: t.clone() };
+            cfg.train_data = DataSpec::Paired {
+                input_dir: i.clone(),
+                target_dir: t.clone(),
+            };
         }
         if let Some(dir) = &self.test_clean {
-            let degradation = degradation.context("--test-clean needs a degradation from the preset")?;
-            cfg.eval.data = DataSpec::Synthetic { clean_dir: dir.clone(), degradation };
+            let degradation =
+                degradation.context("--test-clean needs a degradation from the preset")?;
+            cfg.eval.data = DataSpec::Synthetic {
+                clean_dir: dir.clone(),
+                degradation,
+            };
         }
         cfg.validate()?;
         Ok(cfg)
@@ -178,36 +193,68 @@ impl Args {
             return Ok(());
         }
         let run_dir = self.run_dir.clone().unwrap_or_else(|| {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             PathBuf::from("runs").join(format!("{}-{t}", cfg.preset))
         });
         let bar = ProgressBar::new(cfg.steps as u64);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         let method = match cfg.method {
             Method::Vanilla => "vanilla",
             Method::Da => "da",
             Method::DaEx => "da-ex",
         };
-        eprintln!("training {} with {method} ({} preset) for {} steps in {run_dir:?}", cfg.backbone.name(), cfg.preset, cfg.steps);
+        eprintln!(
+            "training {} with {method} ({} preset) for {} steps in {run_dir:?}",
+            cfg.backbone.name(),
+            cfg.preset,
+            cfg.steps
+        );
         let mut on_event = |e: &Event| match e {
-            Event::Started { start_step, parameters, .. } => {
+            Event::Started {
+                start_step,
+                parameters,
+                ..
+            } => {
                 bar.set_position(*start_step as u64);
                 bar.println(format!("restorer: {parameters} parameters"));
             }
-            Event::Step { step, losses, seconds_per_step, .. } => {
+            Event::Step {
+                step,
+                losses,
+                seconds_per_step,
+                ..
+            } => {
                 bar.set_position(*step as u64);
-                let parts: Vec<String> = losses.iter().filter(|(k, _)| matches!(*k, "total" | "rec" | "noise" | "lambda")).map(|(k, v)| format!("{k} {v:.4}")).collect();
-                bar.set_message(format!("{} | {:.2} s/step", parts.join(" "), seconds_per_step));
+                let parts: Vec<String> = losses
+                    .iter()
+                    .filter(|(k, _)| matches!(*k, "total" | "rec" | "noise" | "lambda"))
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect();
+                bar.set_message(format!(
+                    "{} | {:.2} s/step",
+                    parts.join(" "),
+                    seconds_per_step
+                ));
             }
             Event::SkippedStep { step, in_a_row } => {
-                bar.println(format!("warning: non-finite loss at step {step}, skipped ({in_a_row} in a row)"));
+                bar.println(format!(
+                    "warning: non-finite loss at step {step}, skipped ({in_a_row} in a row)"
+                ));
             }
             Event::Evaluated { step, report } => bar.println(format!(
                 "step {step}: held-out PSNR {:.2} dB, SSIM {:.4} (input {:.2} dB, {:.4})",
-                report.mean_restored.psnr, report.mean_restored.ssim, report.mean_input.psnr, report.mean_input.ssim
+                report.mean_restored.psnr,
+                report.mean_restored.ssim,
+                report.mean_input.psnr,
+                report.mean_input.ssim
             )),
             Event::Checkpoint { path } => tracing::info!(?path, "checkpoint"),
         };
@@ -216,14 +263,22 @@ impl Args {
         let r = &summary.final_eval;
         #[allow(clippy::print_stdout)]
         {
-            println!("\nHeld-out evaluation after {} steps ({} images):\n", summary.steps, r.images.len());
+            println!(
+                "\nHeld-out evaluation after {} steps ({} images):\n",
+                summary.steps,
+                r.images.len()
+            );
             println!("{}", r.to_markdown());
             let gain = r.mean_restored.psnr - r.mean_input.psnr;
             println!(
                 "restored {:.2} dB / {:.4} vs input {:.2} dB / {:.4} ({gain:+.2} dB)",
                 r.mean_restored.psnr, r.mean_restored.ssim, r.mean_input.psnr, r.mean_input.ssim
             );
-            println!("run folder: {}  (checkpoint: {})", summary.run_dir.display(), summary.checkpoint.display());
+            println!(
+                "run folder: {}  (checkpoint: {})",
+                summary.run_dir.display(),
+                summary.checkpoint.display()
+            );
         }
         Ok(())
     }

@@ -50,7 +50,11 @@ pub fn collate(images: &[Image]) -> Result<Tensor> {
         }
         data.extend_from_slice(img.data());
     }
-    Ok(Tensor::from_vec(data, (images.len(), 3, h, w), &Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        data,
+        (images.len(), 3, h, w),
+        &Device::Cpu,
+    )?)
 }
 
 const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "ppm"];
@@ -58,7 +62,10 @@ const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp
 /// The image files directly inside `dir` (by extension, case-insensitive), sorted by name.
 /// A missing folder, an unreadable one or one without images is an error.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let derr = |reason: String| Error::Dataset { path: dir.to_path_buf(), reason };
+    let derr = |reason: String| Error::Dataset {
+        path: dir.to_path_buf(),
+        reason,
+    };
     let entries = std::fs::read_dir(dir).map_err(|e| derr(format!("cannot list folder: {e}")))?;
     let mut files = Vec::new();
     for entry in entries {
@@ -72,7 +79,10 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
-        return Err(derr(format!("no images found (extensions: {})", EXTENSIONS.join(", "))));
+        return Err(derr(format!(
+            "no images found (extensions: {})",
+            EXTENSIONS.join(", ")
+        )));
     }
     files.sort();
     Ok(files)
@@ -80,18 +90,27 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The file stem used to pair files across folders.
 fn stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Reads the header of `path` and returns its size; used to find bad files at open time.
 fn probe(path: &Path) -> Result<(usize, usize)> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::Image { path: path.to_path_buf(), reason: e.to_string() })?;
+    let meta = std::fs::metadata(path).map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     if meta.len() == 0 {
-        return Err(Error::Image { path: path.to_path_buf(), reason: "file is empty".into() });
+        return Err(Error::Image {
+            path: path.to_path_buf(),
+            reason: "file is empty".into(),
+        });
     }
-    let (w, h) = image::image_dimensions(path)
-        .map_err(|e| Error::Image { path: path.to_path_buf(), reason: e.to_string() })?;
+    let (w, h) = image::image_dimensions(path).map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     Ok((w as usize, h as usize))
 }
 
@@ -104,7 +123,10 @@ struct CachedFile {
 
 impl CachedFile {
     fn new(path: PathBuf) -> Self {
-        Self { path, cached: OnceLock::new() }
+        Self {
+            path,
+            cached: OnceLock::new(),
+        }
     }
 
     fn load(&self, cache: bool) -> Result<Image> {

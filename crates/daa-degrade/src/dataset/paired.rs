@@ -59,8 +59,14 @@ impl PairedFolder {
         let (input_dir, target_dir) = (input_dir.as_ref(), target_dir.as_ref());
         let inputs = by_stem(input_dir)?;
         let targets = by_stem(target_dir)?;
-        let only_in: Vec<&String> = inputs.keys().filter(|k| !targets.contains_key(*k)).collect();
-        let only_tg: Vec<&String> = targets.keys().filter(|k| !inputs.contains_key(*k)).collect();
+        let only_in: Vec<&String> = inputs
+            .keys()
+            .filter(|k| !targets.contains_key(*k))
+            .collect();
+        let only_tg: Vec<&String> = targets
+            .keys()
+            .filter(|k| !inputs.contains_key(*k))
+            .collect();
         if !only_in.is_empty() || !only_tg.is_empty() {
             let mut reason = String::from("unpaired files:");
             if !only_in.is_empty() {
@@ -69,7 +75,10 @@ impl PairedFolder {
             if !only_tg.is_empty() {
                 reason += &format!(" only in {target_dir:?}: {};", list_names(&only_tg));
             }
-            return Err(Error::Dataset { path: input_dir.to_path_buf(), reason });
+            return Err(Error::Dataset {
+                path: input_dir.to_path_buf(),
+                reason,
+            });
         }
         let mut pairs = Vec::with_capacity(inputs.len());
         for (name, ipath) in inputs {
@@ -86,7 +95,13 @@ impl PairedFolder {
             }
             pairs.push((name, CachedFile::new(ipath), CachedFile::new(tpath)));
         }
-        Ok(Self { root: input_dir.to_path_buf(), pairs, augment, policy, cache })
+        Ok(Self {
+            root: input_dir.to_path_buf(),
+            pairs,
+            augment,
+            policy,
+            cache,
+        })
     }
 
     /// The pair names (file stems), in order.

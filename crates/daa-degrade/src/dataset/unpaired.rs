@@ -18,14 +18,25 @@ pub struct UnpairedFolder {
 impl UnpairedFolder {
     /// Opens `dir`, checking that every image's header reads. See
     /// [`super::PairedFolder::open`] for the flags.
-    pub fn open(dir: impl AsRef<Path>, augment: bool, policy: SmallImagePolicy, cache: bool) -> Result<Self> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        augment: bool,
+        policy: SmallImagePolicy,
+        cache: bool,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let paths = list_images(dir)?;
         for p in &paths {
             probe(p)?;
         }
         let files = paths.into_iter().map(CachedFile::new).collect();
-        Ok(Self { root: dir.to_path_buf(), files, augment, policy, cache })
+        Ok(Self {
+            root: dir.to_path_buf(),
+            files,
+            augment,
+            policy,
+            cache,
+        })
     }
 
     /// Number of images.

@@ -3,8 +3,9 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, Module, VarBuilder};
-use rand::{Rng, SeedableRng};
+use candle_nn::{Linear, Module, VarBuilder};
+use daa_kernels::Conv2d;
+use rand::{RngCore, SeedableRng};
 
 /// Kaiming-normal, fan-in (gain sqrt(2)): the paper's init for every conv and linear.
 pub fn kaiming() -> candle_nn::Init {
@@ -14,7 +15,7 @@ pub fn kaiming() -> candle_nn::Init {
 pub fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize) -> Result<Conv2d> {
     let w = vb.get_with_hints((cout, cin, k, k), "weight", kaiming())?;
     let b = vb.get_with_hints(cout, "bias", candle_nn::Init::Const(0.0))?;
-    Ok(Conv2d::new(w, Some(b), Conv2dConfig { padding: k / 2, ..Default::default() }))
+    Ok(Conv2d::new(w, Some(b), k / 2, 1))
 }
 
 pub fn lin(vb: VarBuilder, din: usize, dout: usize) -> Result<Linear> {
@@ -23,9 +24,28 @@ pub fn lin(vb: VarBuilder, din: usize, dout: usize) -> Result<Linear> {
     Ok(Linear::new(w, Some(b)))
 }
 
-/// GroupNorm with eps 1e-5 (candle's is built from plain ops, so it back-propagates).
+/// GroupNorm with eps 1e-5 (`weight`, `bias` as in PyTorch), on daa-kernels' fused op.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        daa_kernels::group_norm(xs, &self.weight, &self.bias, self.groups, 1e-5)
+    }
+}
+
 pub fn group_norm(vb: VarBuilder, groups: usize, ch: usize) -> Result<GroupNorm> {
-    candle_nn::group_norm(groups, ch, 1e-5, vb)
+    let weight = vb.get_with_hints(ch, "weight", candle_nn::Init::Const(1.0))?;
+    let bias = vb.get_with_hints(ch, "bias", candle_nn::Init::Const(0.0))?;
+    Ok(GroupNorm {
+        weight,
+        bias,
+        groups,
+    })
 }
 
 /// Dropout whose masks come from a seeded stream shared by the network, so that training
@@ -35,7 +55,9 @@ pub struct DropoutRng(pub Arc<Mutex<rand_chacha::ChaCha8Rng>>);
 
 impl DropoutRng {
     pub fn new(seed: u64) -> Self {
-        Self(Arc::new(Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed))))
+        Self(Arc::new(Mutex::new(
+            rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        )))
     }
 
     pub fn reseed(&self, seed: u64) {
@@ -51,11 +73,26 @@ impl DropoutRng {
         }
         let n = xs.elem_count();
         let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f32> = {
-            let mut r = self.0.lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            (0..n).map(|_| if r.random::<f64>() < p { 0.0 } else { keep as f32 }).collect()
-        };
-        let mask = Tensor::from_vec(mask, xs.shape(), &Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())?;
+        // Each 64-bit draw gives four 16-bit uniforms (p is resolved to 1/65536).
+        let threshold = (p * 65536.0).round() as u32;
+        let mut mask = Vec::with_capacity(n + 3);
+        {
+            let mut r = self
+                .0
+                .lock()
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            while mask.len() < n {
+                let bits = r.next_u64();
+                for k in 0..4 {
+                    let u = ((bits >> (16 * k)) & 0xffff) as u32;
+                    mask.push(if u < threshold { 0.0 } else { keep as f32 });
+                }
+            }
+        }
+        mask.truncate(n);
+        let mask = Tensor::from_vec(mask, xs.shape(), &Device::Cpu)?
+            .to_dtype(xs.dtype())?
+            .to_device(xs.device())?;
         xs * mask
     }
 }
@@ -99,14 +136,26 @@ pub struct ResBlock {
 
 impl ResBlock {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(vb: VarBuilder, cin: usize, cout: usize, emb_dim: usize, groups: usize, dropout: f64, resample: Resample) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        emb_dim: usize,
+        groups: usize,
+        dropout: f64,
+        resample: Resample,
+    ) -> Result<Self> {
         Ok(Self {
             in_norm: group_norm(vb.pp("in_layers").pp("0"), groups, cin)?,
             in_conv: conv(vb.pp("in_layers").pp("2"), cin, cout, 3)?,
             emb: lin(vb.pp("emb_layers").pp("1"), emb_dim, 2 * cout)?,
             out_norm: group_norm(vb.pp("out_layers").pp("0"), groups, cout)?,
             out_conv: conv(vb.pp("out_layers").pp("3"), cout, cout, 3)?,
-            skip: if cin != cout { Some(conv(vb.pp("skip_connection"), cin, cout, 1)?) } else { None },
+            skip: if cin != cout {
+                Some(conv(vb.pp("skip_connection"), cin, cout, 1)?)
+            } else {
+                None
+            },
             resample,
             dropout,
             out_ch: cout,
@@ -114,15 +163,29 @@ impl ResBlock {
     }
 
     /// `xs: (B, C_in, H, W)`, `emb: (B, E)` -> `(B, C_out, H', W')`.
-    pub fn forward(&self, xs: &Tensor, emb: &Tensor, train: bool, rng: &DropoutRng) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        emb: &Tensor,
+        train: bool,
+        rng: &DropoutRng,
+    ) -> Result<Tensor> {
         let h = candle_nn::ops::silu(&self.in_norm.forward(xs)?)?;
         let h = resample(&h, self.resample)?.apply(&self.in_conv)?;
         let x = resample(xs, self.resample)?;
         // (B, 2*C_out) -> scale, shift of shape (B, C_out, 1, 1).
-        let e = self.emb.forward(&candle_nn::ops::silu(emb)?)?.unsqueeze(2)?.unsqueeze(3)?;
+        let e = self
+            .emb
+            .forward(&candle_nn::ops::silu(emb)?)?
+            .unsqueeze(2)?
+            .unsqueeze(3)?;
         let scale = e.narrow(1, 0, self.out_ch)?;
         let shift = e.narrow(1, self.out_ch, self.out_ch)?;
-        let h = self.out_norm.forward(&h)?.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?;
+        let h = self
+            .out_norm
+            .forward(&h)?
+            .broadcast_mul(&(scale + 1.0)?)?
+            .broadcast_add(&shift)?;
         let mut h = candle_nn::ops::silu(&h)?;
         if train {
             h = rng.apply(&h, self.dropout)?;

@@ -8,10 +8,11 @@
 //! ([`CondUNet::reseed_dropout`]) so runs reproduce on CPU; no gradient checkpointing.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
+use daa_kernels::Conv2d;
 
 use super::attention::AttentionBlock;
-use super::blocks::{conv, group_norm, DropoutRng, ResBlock, Resample};
+use super::blocks::{conv, group_norm, DropoutRng, GroupNorm, ResBlock, Resample};
 use crate::embeddings::NoiseLevelEmbedding;
 
 /// Configuration of [`CondUNet`]. Input `(B, in_channels, H, W)` with H, W multiples of
@@ -40,19 +41,46 @@ pub struct CondUNetConfig {
 impl CondUNetConfig {
     /// The paper's D: 62,643,075 parameters.
     pub fn paper() -> Self {
-        Self { in_channels: 9, out_channels: 3, width: 64, mults: vec![1, 2, 4, 8], res_blocks: 2, dropout: 0.2, head_channels: 32, groups: 32 }
+        Self {
+            in_channels: 9,
+            out_channels: 3,
+            width: 64,
+            mults: vec![1, 2, 4, 8],
+            res_blocks: 2,
+            dropout: 0.2,
+            head_channels: 32,
+            groups: 32,
+        }
     }
-    /// CPU-sized: width 32, levels 1/2/4, one residual block per level.
+    /// CPU-sized: width 16, levels 1/2/4, one residual block per level, 8 groups.
     pub fn cpu() -> Self {
-        Self { width: 32, mults: vec![1, 2, 4], res_blocks: 1, groups: 16, ..Self::paper() }
+        Self {
+            width: 16,
+            mults: vec![1, 2, 4],
+            res_blocks: 1,
+            groups: 8,
+            ..Self::paper()
+        }
     }
     /// For tests: width 16, levels 1/2.
     pub fn tiny() -> Self {
-        Self { width: 16, mults: vec![1, 2], res_blocks: 1, groups: 8, head_channels: 16, ..Self::paper() }
+        Self {
+            width: 16,
+            mults: vec![1, 2],
+            res_blocks: 1,
+            groups: 8,
+            head_channels: 16,
+            ..Self::paper()
+        }
     }
 
     fn validate(&self) -> Result<()> {
-        if self.width == 0 || self.mults.is_empty() || self.res_blocks == 0 || self.groups == 0 || self.head_channels == 0 {
+        if self.width == 0
+            || self.mults.is_empty()
+            || self.res_blocks == 0
+            || self.groups == 0
+            || self.head_channels == 0
+        {
             candle_core::bail!("cond_unet: width, mults, res_blocks, groups and head_channels must be positive: {self:?}");
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -60,13 +88,19 @@ impl CondUNetConfig {
         }
         for m in &self.mults {
             let ch = self.width * m;
-            if ch % self.groups != 0 {
-                candle_core::bail!("cond_unet: {ch} channels do not split into {} groups", self.groups);
+            if !ch.is_multiple_of(self.groups) {
+                candle_core::bail!(
+                    "cond_unet: {ch} channels do not split into {} groups",
+                    self.groups
+                );
             }
         }
         let top = self.width * self.mults[self.mults.len() - 1];
-        if top % self.head_channels != 0 {
-            candle_core::bail!("cond_unet: middle width {top} does not split into heads of {}", self.head_channels);
+        if !top.is_multiple_of(self.head_channels) {
+            candle_core::bail!(
+                "cond_unet: middle width {top} does not split into heads of {}",
+                self.head_channels
+            );
         }
         Ok(())
     }
@@ -108,39 +142,94 @@ impl CondUNet {
         let mut ch = cfg.width * cfg.mults[0];
         let input_ch = ch;
         let vb_in = vb.pp("input_blocks");
-        let mut input_blocks = vec![vec![Layer::Conv(conv(vb_in.pp("0").pp("0"), cfg.in_channels, ch, 3)?)]];
+        let mut input_blocks = vec![vec![Layer::Conv(conv(
+            vb_in.pp("0").pp("0"),
+            cfg.in_channels,
+            ch,
+            3,
+        )?)]];
         let mut skip_chans = vec![ch];
         for (level, &mult) in cfg.mults.iter().enumerate() {
             for _ in 0..cfg.res_blocks {
                 let out = cfg.width * mult;
                 let vb_b = vb_in.pp(input_blocks.len()).pp("0");
-                input_blocks.push(vec![Layer::Res(ResBlock::new(vb_b, ch, out, emb_dim, g, p, Resample::None)?)]);
+                input_blocks.push(vec![Layer::Res(ResBlock::new(
+                    vb_b,
+                    ch,
+                    out,
+                    emb_dim,
+                    g,
+                    p,
+                    Resample::None,
+                )?)]);
                 ch = out;
                 skip_chans.push(ch);
             }
             if level + 1 != cfg.mults.len() {
                 let vb_b = vb_in.pp(input_blocks.len()).pp("0");
-                input_blocks.push(vec![Layer::Res(ResBlock::new(vb_b, ch, ch, emb_dim, g, p, Resample::Down)?)]);
+                input_blocks.push(vec![Layer::Res(ResBlock::new(
+                    vb_b,
+                    ch,
+                    ch,
+                    emb_dim,
+                    g,
+                    p,
+                    Resample::Down,
+                )?)]);
                 skip_chans.push(ch);
             }
         }
         let vb_m = vb.pp("middle_block");
         let middle_block = vec![
-            Layer::Res(ResBlock::new(vb_m.pp("0"), ch, ch, emb_dim, g, p, Resample::None)?),
+            Layer::Res(ResBlock::new(
+                vb_m.pp("0"),
+                ch,
+                ch,
+                emb_dim,
+                g,
+                p,
+                Resample::None,
+            )?),
             Layer::Attn(AttentionBlock::new(vb_m.pp("1"), ch, cfg.head_channels, g)?),
-            Layer::Res(ResBlock::new(vb_m.pp("2"), ch, ch, emb_dim, g, p, Resample::None)?),
+            Layer::Res(ResBlock::new(
+                vb_m.pp("2"),
+                ch,
+                ch,
+                emb_dim,
+                g,
+                p,
+                Resample::None,
+            )?),
         ];
         let vb_out = vb.pp("output_blocks");
         let mut output_blocks = Vec::new();
         for (level, &mult) in cfg.mults.iter().enumerate().rev() {
             for i in 0..=cfg.res_blocks {
-                let skip = skip_chans.pop().ok_or_else(|| candle_core::Error::Msg("cond_unet: skip underflow".into()))?;
+                let skip = skip_chans
+                    .pop()
+                    .ok_or_else(|| candle_core::Error::Msg("cond_unet: skip underflow".into()))?;
                 let out = cfg.width * mult;
                 let vb_b = vb_out.pp(output_blocks.len());
-                let mut layers = vec![Layer::Res(ResBlock::new(vb_b.pp("0"), ch + skip, out, emb_dim, g, p, Resample::None)?)];
+                let mut layers = vec![Layer::Res(ResBlock::new(
+                    vb_b.pp("0"),
+                    ch + skip,
+                    out,
+                    emb_dim,
+                    g,
+                    p,
+                    Resample::None,
+                )?)];
                 ch = out;
                 if level > 0 && i == cfg.res_blocks {
-                    layers.push(Layer::Res(ResBlock::new(vb_b.pp("1"), ch, ch, emb_dim, g, p, Resample::Up)?));
+                    layers.push(Layer::Res(ResBlock::new(
+                        vb_b.pp("1"),
+                        ch,
+                        ch,
+                        emb_dim,
+                        g,
+                        p,
+                        Resample::Up,
+                    )?));
                 }
                 output_blocks.push(layers);
             }
@@ -148,7 +237,17 @@ impl CondUNet {
         let out_norm = group_norm(vb.pp("out").pp("0"), g, ch)?;
         let out_conv = conv(vb.pp("out").pp("2"), input_ch, cfg.out_channels, 3)?;
         let span = tracing::span!(tracing::Level::TRACE, "cond_unet");
-        Ok(Self { cond_embed, input_blocks, middle_block, output_blocks, out_norm, out_conv, dropout: DropoutRng::new(0), cfg: cfg.clone(), span })
+        Ok(Self {
+            cond_embed,
+            input_blocks,
+            middle_block,
+            output_blocks,
+            out_norm,
+            out_conv,
+            dropout: DropoutRng::new(0),
+            cfg: cfg.clone(),
+            span,
+        })
     }
 
     /// The configuration.
@@ -191,7 +290,9 @@ impl CondUNet {
         }
         h = self.run(&self.middle_block, h, &emb, train)?;
         for block in &self.output_blocks {
-            let skip = hs.pop().ok_or_else(|| candle_core::Error::Msg("cond_unet: skip underflow".into()))?;
+            let skip = hs
+                .pop()
+                .ok_or_else(|| candle_core::Error::Msg("cond_unet: skip underflow".into()))?;
             h = self.run(block, Tensor::cat(&[&h, &skip], 1)?, &emb, train)?;
         }
         candle_nn::ops::silu(&self.out_norm.forward(&h)?)?.apply(&self.out_conv)

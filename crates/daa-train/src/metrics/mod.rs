@@ -29,11 +29,18 @@ pub struct MetricConfig {
 impl MetricConfig {
     /// RGB, no crop, quantised: the paper's denoising/deblurring convention.
     pub fn rgb() -> Self {
-        Self { crop_border: 0, y_channel: false, quantize: true }
+        Self {
+            crop_border: 0,
+            y_channel: false,
+            quantize: true,
+        }
     }
     /// Y channel, no crop, quantised: the paper's deraining convention.
     pub fn y() -> Self {
-        Self { y_channel: true, ..Self::rgb() }
+        Self {
+            y_channel: true,
+            ..Self::rgb()
+        }
     }
 }
 
@@ -49,7 +56,7 @@ pub(crate) fn planes(img: &Image, cfg: &MetricConfig) -> (Vec<Vec<f64>>, usize, 
             v as f64 * 255.0
         }
     };
-    let mut rgb = vec![Vec::with_capacity(cw * ch); 3];
+    let mut rgb: Vec<Vec<f64>> = (0..3).map(|_| Vec::with_capacity(cw * ch)).collect();
     for (c, plane) in rgb.iter_mut().enumerate() {
         for y in b..b + ch {
             for x in b..b + cw {

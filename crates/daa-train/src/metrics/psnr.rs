@@ -17,7 +17,11 @@ pub fn psnr(a: &Image, b: &Image, cfg: &MetricConfig) -> Result<f64> {
         n += x.len();
     }
     let mse = se / n as f64;
-    Ok(if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0 * 255.0 / mse).log10() })
+    Ok(if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0 * 255.0 / mse).log10()
+    })
 }
 
 pub(crate) fn check_sizes(a: &Image, b: &Image, cfg: &MetricConfig) -> Result<()> {

@@ -13,10 +13,17 @@ pub fn ssim(a: &Image, b: &Image, cfg: &MetricConfig) -> Result<f64> {
     let (pa, w, h) = planes(a, cfg);
     let (pb, _, _) = planes(b, cfg);
     if w < 11 || h < 11 {
-        return Err(Error::Config(format!("ssim needs at least 11x11 pixels, got {w}x{h}")));
+        return Err(Error::Config(format!(
+            "ssim needs at least 11x11 pixels, got {w}x{h}"
+        )));
     }
     let win = gaussian_window();
-    let mean = pa.iter().zip(&pb).map(|(x, y)| ssim_plane(x, y, w, h, &win)).sum::<f64>() / pa.len() as f64;
+    let mean = pa
+        .iter()
+        .zip(&pb)
+        .map(|(x, y)| ssim_plane(x, y, w, h, &win))
+        .sum::<f64>()
+        / pa.len() as f64;
     Ok(mean)
 }
 
@@ -63,7 +70,8 @@ fn ssim_plane(a: &[f64], b: &[f64], w: usize, h: usize, win: &[f64; 11]) -> f64 
     for i in 0..n {
         let (ma, mb) = (mu_a[i], mu_b[i]);
         let (va, vb, cov) = (aa[i] - ma * ma, bb[i] - mb * mb, ab[i] - ma * mb);
-        sum += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+        sum +=
+            ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
     }
     sum / n as f64
 }

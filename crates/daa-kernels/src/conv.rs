@@ -1,0 +1,295 @@
+//! conv2d as im2col + gemm, with a backward for each piece.
+
+use candle_core::{
+    backend::BackendStorage, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+
+/// Geometry of a 2-D convolution (square kernel, dilation 1, one group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    /// Batch.
+    pub b: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Kernel side.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on each side.
+    pub padding: usize,
+}
+
+impl Conv2dGeometry {
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.padding - self.k) / self.stride + 1
+    }
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.padding - self.k) / self.stride + 1
+    }
+    /// Columns of the im2col matrix: `C * k * k`.
+    pub fn ckk(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    fn check(&self) -> Result<()> {
+        if self.k == 0
+            || self.stride == 0
+            || self.h + 2 * self.padding < self.k
+            || self.w + 2 * self.padding < self.k
+        {
+            candle_core::bail!(
+                "conv2d: kernel {} stride {} padding {} does not fit a {}x{} input",
+                self.k,
+                self.stride,
+                self.padding,
+                self.h,
+                self.w
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Source index of output position `o` and kernel tap `t` along one axis, if inside.
+#[inline]
+fn src(o: usize, t: usize, g: &Conv2dGeometry, n: usize) -> Option<usize> {
+    let i = (o * g.stride + t) as isize - g.padding as isize;
+    (i >= 0 && (i as usize) < n).then_some(i as usize)
+}
+
+/// `x: (C, H, W)` of one image -> `cols: (OH*OW, C*k*k)` rows.
+fn im2col_one<T: Copy + Default>(x: &[T], cols: &mut [T], g: &Conv2dGeometry) {
+    let (oh, ow, k, ckk) = (g.oh(), g.ow(), g.k, g.ckk());
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let row = &mut cols[(oy * ow + ox) * ckk..(oy * ow + ox + 1) * ckk];
+            let mut j = 0;
+            for c in 0..g.c {
+                let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+                for ky in 0..k {
+                    match src(oy, ky, g, g.h) {
+                        Some(y) => {
+                            for kx in 0..k {
+                                row[j] = match src(ox, kx, g, g.w) {
+                                    Some(xx) => plane[y * g.w + xx],
+                                    None => T::default(),
+                                };
+                                j += 1;
+                            }
+                        }
+                        None => {
+                            row[j..j + k].fill(T::default());
+                            j += k;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adjoint of [`im2col_one`]: accumulates `cols` rows back into `x: (C, H, W)` (zeroed first).
+fn col2im_one<T: Copy + Default + std::ops::AddAssign>(
+    cols: &[T],
+    x: &mut [T],
+    g: &Conv2dGeometry,
+) {
+    let (oh, ow, k, ckk) = (g.oh(), g.ow(), g.k, g.ckk());
+    x.fill(T::default());
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let row = &cols[(oy * ow + ox) * ckk..(oy * ow + ox + 1) * ckk];
+            let mut j = 0;
+            for c in 0..g.c {
+                let plane = &mut x[c * g.h * g.w..(c + 1) * g.h * g.w];
+                for ky in 0..k {
+                    if let Some(y) = src(oy, ky, g, g.h) {
+                        for kx in 0..k {
+                            if let Some(xx) = src(ox, kx, g, g.w) {
+                                plane[y * g.w + xx] += row[j + kx];
+                            }
+                        }
+                    }
+                    j += k;
+                }
+            }
+        }
+    }
+}
+
+fn contiguous_slice<'a, T>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s[a..b]),
+        None => candle_core::bail!("daa_kernels: input must be contiguous"),
+    }
+}
+
+struct Im2Col(Conv2dGeometry);
+struct Col2Im(Conv2dGeometry);
+
+macro_rules! per_dtype {
+    ($storage:expr, $layout:expr, $f:ident, $g:expr, $in_per:expr, $out_per:expr) => {{
+        let g = $g;
+        match $storage {
+            CpuStorage::F32(s) => {
+                let s = contiguous_slice(s, $layout)?;
+                let mut out = vec![0f32; g.b * $out_per];
+                out.par_chunks_mut($out_per)
+                    .zip(s.par_chunks($in_per))
+                    .for_each(|(o, i)| $f(i, o, &g));
+                CpuStorage::F32(out)
+            }
+            CpuStorage::F64(s) => {
+                let s = contiguous_slice(s, $layout)?;
+                let mut out = vec![0f64; g.b * $out_per];
+                out.par_chunks_mut($out_per)
+                    .zip(s.par_chunks($in_per))
+                    .for_each(|(o, i)| $f(i, o, &g));
+                CpuStorage::F64(out)
+            }
+            other => candle_core::bail!(
+                "daa_kernels: unsupported dtype {:?} (f32, f64)",
+                other.dtype()
+            ),
+        }
+    }};
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "daa_kernels::im2col"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let (per_in, per_out) = (g.c * g.h * g.w, g.oh() * g.ow() * g.ckk());
+        let out = per_dtype!(storage, layout, im2col_one, g, per_in, per_out);
+        Ok((out, Shape::from((g.b, g.oh() * g.ow(), g.ckk()))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(col2im(&grad_res.contiguous()?, self.0)?))
+    }
+}
+
+impl CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "daa_kernels::col2im"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let (per_in, per_out) = (g.oh() * g.ow() * g.ckk(), g.c * g.h * g.w);
+        let out = per_dtype!(storage, layout, col2im_one, g, per_in, per_out);
+        Ok((out, Shape::from((g.b, g.c, g.h, g.w))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(im2col(&grad_res.contiguous()?, self.0)?))
+    }
+}
+
+/// `(B, C, H, W) -> (B, OH*OW, C*k*k)`: each row holds the receptive field of one output
+/// position (zeros where it falls in the padding). CPU, f32/f64; backward = [`col2im`].
+pub fn im2col(xs: &Tensor, g: Conv2dGeometry) -> Result<Tensor> {
+    g.check()?;
+    if xs.dims() != [g.b, g.c, g.h, g.w] {
+        candle_core::bail!(
+            "im2col: expected {:?}, got {:?}",
+            (g.b, g.c, g.h, g.w),
+            xs.shape()
+        );
+    }
+    xs.contiguous()?.apply_op1(Im2Col(g))
+}
+
+/// The adjoint of [`im2col`]: `(B, OH*OW, C*k*k) -> (B, C, H, W)`, summing overlaps.
+pub fn col2im(cols: &Tensor, g: Conv2dGeometry) -> Result<Tensor> {
+    g.check()?;
+    if cols.dims() != [g.b, g.oh() * g.ow(), g.ckk()] {
+        candle_core::bail!(
+            "col2im: expected {:?}, got {:?}",
+            (g.b, g.oh() * g.ow(), g.ckk()),
+            cols.shape()
+        );
+    }
+    cols.contiguous()?.apply_op1(Col2Im(g))
+}
+
+/// 2-D convolution `(B, C, H, W) * (O, C, k, k) -> (B, O, OH, OW)`, zero padding, one group,
+/// no bias, differentiable in both arguments. CPU: im2col + one gemm (forward and backward);
+/// other devices: candle's `conv2d`.
+pub fn conv2d(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    let (b, c, h, wd) = xs.dims4()?;
+    let (o, ci, kh, kw) = w.dims4()?;
+    if ci != c || kh != kw {
+        candle_core::bail!(
+            "conv2d: input {:?} and square kernel {:?} disagree",
+            xs.shape(),
+            w.shape()
+        );
+    }
+    if !xs.device().is_cpu() || !matches!(xs.dtype(), DType::F32 | DType::F64) {
+        return xs.conv2d(w, padding, stride, 1, 1);
+    }
+    let g = Conv2dGeometry {
+        b,
+        c,
+        h,
+        w: wd,
+        k: kh,
+        stride,
+        padding,
+    };
+    g.check()?;
+    let cols = im2col(xs, g)?; // (B, OH*OW, CKK)
+    let (oh, ow) = (g.oh(), g.ow());
+    let cols = cols.reshape((b * oh * ow, g.ckk()))?;
+    let wt = w.reshape((o, g.ckk()))?.t()?; // (CKK, O)
+    let out = cols.matmul(&wt)?; // (B*OH*OW, O)
+    out.reshape((b, oh * ow, o))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, o, oh, ow))
+}
+
+/// A conv layer on [`conv2d`]: weight `(O, C, k, k)`, optional bias `(O,)`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    padding: usize,
+    stride: usize,
+}
+
+impl Conv2d {
+    /// Wraps existing tensors.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, padding: usize, stride: usize) -> Self {
+        Self {
+            weight,
+            bias,
+            padding,
+            stride,
+        }
+    }
+    /// The weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl candle_core::Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = conv2d(xs, &self.weight, self.padding, self.stride)?;
+        match &self.bias {
+            Some(b) => ys.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(ys),
+        }
+    }
+}

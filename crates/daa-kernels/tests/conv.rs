@@ -1,0 +1,101 @@
+//! conv2d against candle's conv2d: values, and gradients for input and weight.
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use daa_kernels::{col2im, conv2d, im2col, Conv2dGeometry};
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    (a - b)?
+        .abs()?
+        .max_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()
+}
+
+const CASES: [(usize, usize, usize, usize, usize, usize, usize); 6] = [
+    // (batch, channels, height, width, out channels, kernel, padding); strides below
+    (2, 3, 9, 7, 4, 3, 1),
+    (1, 5, 8, 8, 2, 1, 0),
+    (3, 2, 6, 10, 3, 3, 0),
+    (2, 4, 8, 6, 8, 2, 0),
+    (1, 3, 5, 5, 2, 5, 2),
+    (2, 2, 7, 9, 3, 3, 1),
+];
+const STRIDES: [usize; 6] = [1, 1, 1, 2, 1, 2];
+
+#[test]
+fn forward_and_gradients_match_candle() -> Result<()> {
+    let dev = Device::Cpu;
+    for ((b, c, h, w, o, k, p), s) in CASES.into_iter().zip(STRIDES) {
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1., (b, c, h, w), &dev)?)?;
+        let wt = Var::from_tensor(&Tensor::randn(0f64, 1., (o, c, k, k), &dev)?)?;
+        let ours = conv2d(x.as_tensor(), wt.as_tensor(), p, s)?;
+        let theirs = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1)?;
+        assert_eq!(ours.dims(), theirs.dims());
+        assert!(
+            max_abs_diff(&ours, &theirs)? < 1e-10,
+            "forward {:?}",
+            (b, c, h, w, o, k, p, s)
+        );
+        // A weighting so every output element matters differently.
+        let r = Tensor::randn(0f64, 1., ours.shape(), &dev)?;
+        let g_ours = (ours * &r)?.sum_all()?.backward()?;
+        let g_theirs = (theirs * &r)?.sum_all()?.backward()?;
+        for (name, v) in [("input", &x), ("weight", &wt)] {
+            let a = g_ours
+                .get(v.as_tensor())
+                .ok_or_else(|| candle_core::Error::Msg(format!("no {name} grad")))?;
+            let bb = g_theirs
+                .get(v.as_tensor())
+                .ok_or_else(|| candle_core::Error::Msg(format!("no {name} grad")))?;
+            assert!(
+                max_abs_diff(a, bb)? < 1e-9,
+                "{name} gradient {:?}",
+                (b, c, h, w, o, k, p, s)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn f32_matches_and_bad_shapes_are_errors() -> Result<()> {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1., (2, 8, 16, 16), &dev)?;
+    let w = Tensor::randn(0f32, 1., (16, 8, 3, 3), &dev)?;
+    let d = max_abs_diff(&conv2d(&x, &w, 1, 1)?, &x.conv2d(&w, 1, 1, 1, 1)?)?;
+    assert!(d < 1e-4, "{d}");
+    assert!(conv2d(&x, &Tensor::zeros((4, 3, 3, 3), DType::F32, &dev)?, 1, 1).is_err());
+    assert!(conv2d(&x, &Tensor::zeros((4, 8, 3, 2), DType::F32, &dev)?, 1, 1).is_err());
+    let g = Conv2dGeometry {
+        b: 1,
+        c: 1,
+        h: 2,
+        w: 2,
+        k: 5,
+        stride: 1,
+        padding: 0,
+    };
+    assert!(im2col(&Tensor::zeros((1, 1, 2, 2), DType::F32, &dev)?, g).is_err());
+    Ok(())
+}
+
+/// col2im is the adjoint of im2col: <im2col(x), y> == <x, col2im(y)>.
+#[test]
+fn col2im_is_the_adjoint_of_im2col() -> Result<()> {
+    let dev = Device::Cpu;
+    let g = Conv2dGeometry {
+        b: 2,
+        c: 3,
+        h: 7,
+        w: 5,
+        k: 3,
+        stride: 2,
+        padding: 1,
+    };
+    let x = Tensor::randn(0f64, 1., (2, 3, 7, 5), &dev)?;
+    let y = Tensor::randn(0f64, 1., (2, g.oh() * g.ow(), g.ckk()), &dev)?;
+    let lhs = (im2col(&x, g)? * &y)?.sum_all()?.to_scalar::<f64>()?;
+    let rhs = (x * col2im(&y, g)?)?.sum_all()?.to_scalar::<f64>()?;
+    assert!((lhs - rhs).abs() < 1e-9, "{lhs} vs {rhs}");
+    Ok(())
+}
