@@ -60,6 +60,10 @@ fn main() {
         Cmd::Experiment(a) => a.run(&device),
     });
     if let Err(e) = result {
+        if let Some(daa_train::Error::Interrupted { .. }) = e.downcast_ref::<daa_train::Error>() {
+            eprintln!("{e}");
+            std::process::exit(130);
+        }
         eprintln!("error: {}", one_line(&format!("{e:#}")));
         std::process::exit(1);
     }

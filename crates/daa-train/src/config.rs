@@ -173,6 +173,9 @@ pub struct TrainConfig {
     pub optim: OptimConfig,
     /// Charbonnier epsilon (the paper: 1e-3).
     pub charbonnier_eps: f64,
+    /// Decay of an exponential moving average of the restorer's weights (the paper's optional
+    /// EMA: 0.9999); 0 turns it off. When on, evaluation and `restorer-ema-{step}` use it.
+    pub ema_decay: f64,
     /// Log metrics every this many steps.
     pub log_every: usize,
     /// Save a checkpoint every this many steps (0: only at the end).
@@ -260,6 +263,7 @@ impl TrainConfig {
                 ..OptimConfig::paper_denoise()
             },
             charbonnier_eps: 1e-3,
+            ema_decay: 0.0,
             log_every: 10,
             checkpoint_every: 100,
             keep_last: 2,
@@ -383,6 +387,12 @@ impl TrainConfig {
             || o.weight_decay < 0.0
         {
             return bad(format!("optimizer settings out of range: {o:?}"));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return bad(format!(
+                "ema_decay must be in [0, 1), got {}",
+                self.ema_decay
+            ));
         }
         if self.charbonnier_eps <= 0.0 {
             return bad("charbonnier_eps must be positive".into());

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -220,6 +221,26 @@ pub fn train(
     resume: bool,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<TrainSummary> {
+    train_until(
+        cfg,
+        run_dir,
+        device,
+        resume,
+        &AtomicBool::new(false),
+        on_event,
+    )
+}
+
+/// [`train`], stopping cleanly when `stop` becomes true (e.g. on Ctrl-C): the current step is
+/// checkpointed and [`Error::Interrupted`] returned; `--resume` continues from there.
+pub fn train_until(
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    device: &Device,
+    resume: bool,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<TrainSummary> {
     cfg.validate()?;
     let adapt = cfg.method != Method::Vanilla;
     // Open (and so check) every dataset before anything is written or trained.
@@ -318,6 +339,17 @@ pub fn train(
         diffusion = Some((unet, loss));
     }
     let mut opt = Adam::new(named, cfg.optim)?;
+    // The EMA copy of the restorer: its own variables and network, updated after every step.
+    let ema = if cfg.ema_decay > 0.0 {
+        let vm = VarMap::new();
+        let ema_net =
+            cfg.backbone
+                .build(crate::seeded_var_builder(&vm, cfg.seed, DType::F32, device))?;
+        ema_update(&vm, &varmap, 0.0)?;
+        Some((vm, ema_net))
+    } else {
+        None
+    };
 
     let mut state = TrainState {
         step: 0,
@@ -341,6 +373,11 @@ pub fn train(
                 device,
             )?;
         }
+        if let Some((vm, _)) = &ema {
+            // The EMA is restored from its own file, not re-started from the raw weights.
+            let path = run_dir.join(format!("restorer-ema-{}.safetensors", state.step));
+            load_into(vm, &path, device)?;
+        }
         let opt_path = run_dir.join(format!("optimizer-{}.safetensors", state.step));
         let tensors =
             candle_core::safetensors::load(&opt_path, device).map_err(|e| Error::Checkpoint {
@@ -351,6 +388,9 @@ pub fn train(
         tracing::info!(step = state.step, "resumed");
     }
 
+    if resuming {
+        truncate_metrics(&run_dir.join("metrics.jsonl"), state.step)?;
+    }
     let metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -370,7 +410,10 @@ pub fn train(
     let nets = Nets {
         restorer: &varmap,
         diffusion: adapt.then_some(&d_varmap),
+        ema: ema.as_ref().map(|(vm, _)| vm),
     };
+    let eval_net = ema.as_ref().map(|(_, n)| n).unwrap_or(&net);
+    let eval_vars = ema.as_ref().map(|(vm, _)| vm).unwrap_or(&varmap);
     let mut last_ckpt = None;
     let start = state.step;
     std::thread::scope(|scope| -> Result<()> {
@@ -393,6 +436,15 @@ pub fn train(
         let mut steps_since_log = 0usize;
         let mut nonfinite = 0usize;
         for step in start..cfg.steps {
+            if stop.load(Ordering::SeqCst) {
+                // Ctrl-C: save where we are (unless that step is already saved) and stop.
+                if state.step != step || last_ckpt.is_none() {
+                    state.step = step;
+                    let p = checkpoint(run_dir, &nets, &opt, cfg, &state)?;
+                    on_event(&Event::Checkpoint { path: p });
+                }
+                return Err(Error::Interrupted { step });
+            }
             let batch = rx
                 .recv()
                 .map_err(|_| Error::Config("data producer stopped".into()))??;
@@ -417,13 +469,23 @@ pub fn train(
             let values = loss_values(&parts)?;
             let total = values[0].1;
             let done = step + 1;
-            if !total.is_finite() {
+            // A non-finite loss or gradient skips the step (the weights stay as they are).
+            let grads = if total.is_finite() {
+                Some(parts.total.backward()?)
+            } else {
+                None
+            };
+            let finite_grads = match &grads {
+                Some(g) => opt.gradients_finite(g)?,
+                None => false,
+            };
+            if !finite_grads {
                 nonfinite += 1;
                 tracing::warn!(
                     step = done,
                     loss = total,
                     in_a_row = nonfinite,
-                    "non-finite loss, step skipped"
+                    "non-finite loss or gradient, step skipped"
                 );
                 on_event(&Event::SkippedStep {
                     step: done,
@@ -435,7 +497,12 @@ pub fn train(
                 continue;
             }
             nonfinite = 0;
-            opt.step(&parts.total.backward()?)?;
+            if let Some(g) = &grads {
+                opt.step(g)?;
+            }
+            if let Some((vm, _)) = &ema {
+                ema_update(vm, &varmap, cfg.ema_decay)?;
+            }
             steps_since_log += 1;
             if done % cfg.log_every == 0 || done == cfg.steps {
                 let sps = t_log.elapsed().as_secs_f64() / steps_since_log.max(1) as f64;
@@ -473,7 +540,7 @@ pub fn train(
             let eval_now = cfg.eval.every > 0 && done % cfg.eval.every == 0 && done != cfg.steps;
             if eval_now {
                 let report = evaluate(
-                    &net,
+                    eval_net,
                     eval_data.as_ref(),
                     &cfg.eval.metric,
                     cfg.eval.seed,
@@ -482,7 +549,7 @@ pub fn train(
                     None,
                 )?;
                 record_eval(
-                    &mut files, &mut state, &varmap, cfg, done, &report, on_event,
+                    &mut files, &mut state, eval_vars, cfg, done, &report, on_event,
                 )?;
             }
             let ckpt_now =
@@ -499,7 +566,7 @@ pub fn train(
 
     let eval_dir = run_dir.join("eval");
     let report = evaluate(
-        &net,
+        eval_net,
         eval_data.as_ref(),
         &cfg.eval.metric,
         cfg.eval.seed,
@@ -508,7 +575,7 @@ pub fn train(
         Some(&eval_dir),
     )?;
     record_eval(
-        &mut files, &mut state, &varmap, cfg, cfg.steps, &report, on_event,
+        &mut files, &mut state, eval_vars, cfg, cfg.steps, &report, on_event,
     )?;
     write_json(&run_dir.join("eval.json"), &report)?;
     crate::write_atomic(&run_dir.join("eval.md"), |tmp| {
@@ -526,9 +593,54 @@ pub fn train(
     })
 }
 
+/// Drops the lines logged after step `step` (by a run killed after its last checkpoint), so
+/// that the resumed run's log reads as one uninterrupted run.
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::write_atomic(path, |tmp| {
+        std::fs::write(tmp, kept).map_err(|e| Error::io(tmp, e))
+    })
+}
+
 struct Nets<'a> {
     restorer: &'a VarMap,
     diffusion: Option<&'a VarMap>,
+    ema: Option<&'a VarMap>,
+}
+
+/// `ema = decay * ema + (1 - decay) * raw` for every variable (decay 0 copies).
+fn ema_update(ema: &VarMap, raw: &VarMap, decay: f64) -> Result<()> {
+    let raw = raw
+        .data()
+        .lock()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let ema = ema
+        .data()
+        .lock()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    for (name, r) in raw.iter() {
+        let Some(e) = ema.get(name) else { continue };
+        let r = r.as_tensor().detach();
+        let new = if decay == 0.0 {
+            r
+        } else {
+            ((e.as_tensor().detach() * decay)? + (r * (1.0 - decay))?)?
+        };
+        e.set(&new)?;
+    }
+    Ok(())
 }
 
 fn to_device(b: Batch, device: &Device) -> Result<Batch> {
@@ -621,6 +733,13 @@ fn checkpoint(
             meta,
         )?;
     }
+    if let Some(e) = nets.ema {
+        save_restorer(
+            &dir.join(format!("restorer-ema-{}.safetensors", state.step)),
+            e,
+            &cfg.backbone,
+        )?;
+    }
     let opt_path = dir.join(format!("optimizer-{}.safetensors", state.step));
     let meta = HashMap::from([("daa.format".to_string(), "daa-optimizer-v1".to_string())]);
     save_tensors(&opt_path, &opt.state_tensors(), meta)?;
@@ -629,7 +748,7 @@ fn checkpoint(
     let keep = cfg.keep_last.max(1);
     for (step, p) in periodic.iter().take(periodic.len().saturating_sub(keep)) {
         let _ = std::fs::remove_file(p);
-        for kind in ["optimizer", "diffusion"] {
+        for kind in ["optimizer", "diffusion", "restorer-ema"] {
             let _ = std::fs::remove_file(dir.join(format!("{kind}-{step}.safetensors")));
         }
     }

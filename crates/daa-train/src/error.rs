@@ -28,6 +28,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Training was stopped on request (Ctrl-C) after checkpointing this step.
+    #[error("interrupted: checkpoint saved at step {step}; continue with --resume")]
+    Interrupted {
+        /// Steps done and saved.
+        step: usize,
+    },
     /// Training diverged (too many non-finite losses in a row).
     #[error("training diverged: {0}")]
     Diverged(String),

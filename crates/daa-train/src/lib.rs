@@ -36,7 +36,7 @@ pub use checkpoint::{load_restorer, save_restorer, write_atomic, RESTORER_FORMAT
 pub use config::{
     AdaptationSettings, DataSpec, EvalConfig, Method, OptimConfig, TargetSpec, TrainConfig, PRESETS,
 };
-pub use engine::{train, TrainSummary};
+pub use engine::{train, train_until, TrainSummary};
 pub use error::{Error, Result};
 pub use eval::{evaluate, EvalReport, ImageScores, Scores};
 pub use events::Event;

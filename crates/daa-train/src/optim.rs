@@ -48,6 +48,21 @@ impl Adam {
         self.cfg.lr = lr;
     }
 
+    /// True when every gradient of this optimizer's variables is finite.
+    pub fn gradients_finite(&self, grads: &GradStore) -> Result<bool> {
+        let mut acc = 0f64;
+        for (_, var) in &self.vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                acc += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
+            }
+        }
+        Ok(acc.is_finite())
+    }
+
     /// One update from `grads`; variables without a gradient are left as they are.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step += 1;

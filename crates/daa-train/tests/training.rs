@@ -164,6 +164,41 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
 }
 
 #[test]
+fn the_ema_is_saved_and_resumed_from_its_own_file() {
+    let (full, part) = (tempfile::tempdir(), tempfile::tempdir());
+    let (full, part) = (
+        full.unwrap_or_else(|e| panic!("{e}")),
+        part.unwrap_or_else(|e| panic!("{e}")),
+    );
+    let cfg = TrainConfig {
+        checkpoint_every: 2,
+        keep_last: 5,
+        ema_decay: 0.9,
+        method: Method::Vanilla,
+        ..smoke(4)
+    };
+    run(&cfg, full.path(), false);
+    run(
+        &TrainConfig {
+            steps: 2,
+            ..cfg.clone()
+        },
+        part.path(),
+        false,
+    );
+    run(&cfg, part.path(), true);
+    let (a, b) = (
+        full.path().join("restorer-ema-4.safetensors"),
+        part.path().join("restorer-ema-4.safetensors"),
+    );
+    assert!(same_weights(&a, &b));
+    assert!(
+        !same_weights(&a, &full.path().join("restorer-4.safetensors")),
+        "the EMA differs from the raw weights"
+    );
+}
+
+#[test]
 fn a_short_vanilla_run_learns_to_denoise() {
     // 150 steps of the tiny U-Net on AWGN beat the noisy input on the held-out photos.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -77,9 +77,18 @@ pub struct Args {
     /// Largest diffusion step sampled (1..=999).
     #[arg(long)]
     t_max: Option<usize>,
+    /// EMA decay of the restorer's weights (e.g. 0.999; 0 = off). Evaluation then uses the EMA.
+    #[arg(long)]
+    ema: Option<f64>,
     /// For da-ex: a folder of unpaired clean images to noise.
     #[arg(long)]
     ex_clean: Option<PathBuf>,
+    /// Save a checkpoint every N steps (0: only at the end).
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Periodic checkpoints to keep (the best and the last are kept too).
+    #[arg(long)]
+    keep_last: Option<usize>,
     /// Evaluate every N steps (0: only at the end).
     #[arg(long)]
     eval_every: Option<usize>,
@@ -111,6 +120,15 @@ impl Args {
         }
         if let Some(v) = self.seed {
             cfg.seed = v;
+        }
+        if let Some(v) = self.checkpoint_every {
+            cfg.checkpoint_every = v;
+        }
+        if let Some(v) = self.keep_last {
+            cfg.keep_last = v;
+        }
+        if let Some(v) = self.ema {
+            cfg.ema_decay = v;
         }
         if let Some(v) = self.eval_every {
             cfg.eval.every = v;
@@ -258,8 +276,15 @@ impl Args {
             )),
             Event::Checkpoint { path } => tracing::info!(?path, "checkpoint"),
         };
-        let summary = daa_train::train(&cfg, &run_dir, device, self.resume, &mut on_event)?;
+        // Ctrl-C sets the flag; the engine checkpoints the current step and stops.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+        let summary =
+            daa_train::train_until(&cfg, &run_dir, device, self.resume, &stop, &mut on_event);
         bar.finish_and_clear();
+        let summary = summary?;
         let r = &summary.final_eval;
         #[allow(clippy::print_stdout)]
         {
