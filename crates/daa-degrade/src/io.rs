@@ -27,11 +27,17 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
     if meta.is_dir() {
         return Err(img_err(path, "is a directory"));
     }
-    if meta.len() == 0 {
+    let bytes = std::fs::read(path).map_err(|e| img_err(path, e))?;
+    decode_image(&bytes, path)
+}
+
+/// Decodes an image held in memory, as [`load_image`] does for a file; `path` only names the
+/// source in errors.
+pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image> {
+    if bytes.is_empty() {
         return Err(img_err(path, "file is empty"));
     }
-    let reader = ImageReader::open(path)
-        .map_err(|e| img_err(path, e))?
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| img_err(path, e))?;
     if reader.format().is_none() {
@@ -44,6 +50,9 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
             path,
             format!("{w}x{h} is larger than the limit of {MAX_PIXELS} pixels; tile it first"),
         ));
+    }
+    if w == 0 || h == 0 {
+        return Err(img_err(path, format!("image of size {w}x{h}")));
     }
     let orientation = decoder.orientation().ok();
     let mut dynimg = DynamicImage::from_decoder(decoder).map_err(|e| img_err(path, e))?;

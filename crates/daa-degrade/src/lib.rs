@@ -34,7 +34,7 @@ pub use correlated_noise::{correlated_noise, CorrelatedNoiseParams};
 pub use dataset::{collate, list_images, PairSource, PairedFolder, SyntheticPairs, UnpairedFolder};
 pub use error::{Error, Result};
 pub use image_buf::Image;
-pub use io::{load_image, save_image};
+pub use io::{decode_image, load_image, save_image, MAX_PIXELS};
 pub use noise::{awgn, AwgnParams};
 pub use pipeline::Degradation;
 pub use transforms::{augment, pad_reflect_to, random_crop, Crop, SmallImagePolicy};

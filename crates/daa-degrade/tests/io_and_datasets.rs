@@ -217,3 +217,49 @@ fn images_smaller_than_the_patch_are_padded_or_refused() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(strict.patch(0, 16, &mut sample_rng(0, 0, 0)).is_err());
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// Fixtures from scripts/make_io_fixtures.py.
+#[test]
+fn palette_exif_16_bit_gray_tiny_and_huge_images() {
+    let pal = load_image(fixture("palette.png")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((pal.width(), pal.height()), (6, 4));
+    // Pixel 0 is palette entry 0 (red); the transparent entry 1 keeps its colour (green).
+    assert_eq!((pal.get(0, 0, 0), pal.get(1, 0, 0)), (1.0, 0.0));
+    assert_eq!((pal.get(0, 0, 1), pal.get(1, 0, 1)), (0.0, 1.0));
+
+    // Orientation 6: the stored 6x4 image (left half red, right half blue) is shown rotated 90
+    // degrees clockwise: 4x6, red on top, blue at the bottom.
+    let rot = load_image(fixture("exif_rot90.jpg")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((rot.width(), rot.height()), (4, 6));
+    assert!(
+        rot.get(0, 0, 1) > 0.8 && rot.get(2, 0, 1) < 0.2,
+        "top is red"
+    );
+    assert!(
+        rot.get(2, 5, 1) > 0.8 && rot.get(0, 5, 1) < 0.2,
+        "bottom is blue"
+    );
+
+    let g16 = load_image(fixture("gray16.png")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((g16.width(), g16.height()), (5, 3));
+    assert!((g16.get(0, 0, 1) - 4681.0 / 65535.0).abs() < 1e-6);
+    assert_eq!(g16.get(0, 0, 1), g16.get(2, 0, 1));
+
+    let one = load_image(fixture("one_pixel.png")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((one.width(), one.height()), (1, 1));
+
+    let err = load_image(fixture("huge_header.png"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("huge_header.png") && err.contains("larger than the limit"),
+        "{err}"
+    );
+}

@@ -16,8 +16,13 @@ fn fixture() -> HashMap<String, Tensor> {
 }
 
 fn relative_error(ours: &Tensor, theirs: &Tensor) -> f64 {
-    let err = (ours - theirs).and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>()).unwrap_or(f32::INFINITY);
-    let scale = theirs.abs().and_then(|t| t.max_all()?.to_scalar::<f32>()).unwrap_or(0.0);
+    let err = (ours - theirs)
+        .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+        .unwrap_or(f32::INFINITY);
+    let scale = theirs
+        .abs()
+        .and_then(|t| t.max_all()?.to_scalar::<f32>())
+        .unwrap_or(0.0);
     err as f64 / scale.max(1e-12) as f64
 }
 
@@ -25,8 +30,12 @@ fn relative_error(ours: &Tensor, theirs: &Tensor) -> f64 {
 fn restorer_unet_matches_pytorch() {
     let t = fixture();
     let vb = VarBuilder::from_tensors(t.clone(), DType::F32, &Device::Cpu);
-    let net = BackboneConfig::UNet(UNetConfig::tiny()).build(vb.pp("restorer")).unwrap_or_else(|e| panic!("{e}"));
-    let ours = net.residual(&t["unet_input"], false).unwrap_or_else(|e| panic!("{e}"));
+    let net = BackboneConfig::UNet(UNetConfig::tiny())
+        .build(vb.pp("restorer"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ours = net
+        .residual(&t["unet_input"], false)
+        .unwrap_or_else(|e| panic!("{e}"));
     let err = relative_error(&ours, &t["unet_residual"]);
     assert!(err < 1e-5, "relative error {err}");
 }
@@ -35,8 +44,11 @@ fn restorer_unet_matches_pytorch() {
 fn cond_unet_matches_pytorch() {
     let t = fixture();
     let vb = VarBuilder::from_tensors(t.clone(), DType::F32, &Device::Cpu);
-    let net = CondUNet::new(vb.pp("diffusion"), &CondUNetConfig::tiny()).unwrap_or_else(|e| panic!("{e}"));
-    let ours = net.forward_t(&t["cond_input"], &t["cond_gamma"], false).unwrap_or_else(|e| panic!("{e}"));
+    let net = CondUNet::new(vb.pp("diffusion"), &CondUNetConfig::tiny())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ours = net
+        .forward_t(&t["cond_input"], &t["cond_gamma"], false)
+        .unwrap_or_else(|e| panic!("{e}"));
     let err = relative_error(&ours, &t["cond_output"]);
     assert!(err < 1e-5, "relative error {err}");
 }
