@@ -193,3 +193,69 @@ fn print_config_shows_the_resolved_preset() {
     assert_eq!(v["steps"], 7);
     assert_eq!(v["backbone"]["kind"], "unet");
 }
+
+/// Tensors under their official names without daa metadata (what another converter would
+/// write) restore with `--arch`; a 1x1 image restores too (replicate-padded inside).
+#[test]
+fn official_names_without_metadata_load_with_arch() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../daa-train/tests/data/parity.safetensors");
+    let all = candle_core::safetensors::load(&fixture, &candle_core::Device::Cpu)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let restorer: std::collections::HashMap<String, candle_core::Tensor> = all
+        .into_iter()
+        .filter_map(|(k, t)| Some((k.strip_prefix("restorer.")?.to_string(), t)))
+        .collect();
+    let ckpt = d.join("converted.safetensors");
+    candle_core::safetensors::save(&restorer, &ckpt).unwrap_or_else(|e| panic!("{e}"));
+    image::RgbImage::from_pixel(1, 1, image::Rgb([200, 10, 90]))
+        .save(d.join("one.png"))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let out = daa(&[
+        "restore",
+        "-i",
+        p(&d.join("one.png")),
+        "-o",
+        p(&d.join("o.png")),
+        "--checkpoint",
+        p(&ckpt),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--arch"), "{}", stderr(&out));
+
+    let out = daa(&[
+        "restore",
+        "-i",
+        p(&d.join("one.png")),
+        "-o",
+        p(&d.join("o.png")),
+        "--checkpoint",
+        p(&ckpt),
+        "--arch",
+        "unet-tiny",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let img = image::open(d.join("o.png")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((img.width(), img.height()), (1, 1));
+
+    let out = daa(&[
+        "restore",
+        "-i",
+        p(&d.join("one.png")),
+        "-o",
+        p(&d.join("o.png")),
+        "--checkpoint",
+        p(&ckpt),
+        "--arch",
+        "unet-paper",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the wrong architecture is an error"
+    );
+    assert!(stderr(&out).contains("tensors missing"), "{}", stderr(&out));
+}

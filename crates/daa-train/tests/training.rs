@@ -356,3 +356,57 @@ fn a_missing_dataset_fails_before_training() {
         "nothing is written when the data is bad"
     );
 }
+
+#[test]
+fn a_failed_checkpoint_write_is_an_error_and_keeps_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // A directory where step 4's checkpoint should go makes its rename fail (as a full disk
+    // would make the write fail; root ignores permission bits, so those cannot be used here).
+    std::fs::create_dir_all(dir.path().join("restorer-4.safetensors/blocker"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = TrainConfig {
+        checkpoint_every: 2,
+        ..smoke(4)
+    };
+    let err = train(&cfg, dir.path(), &Device::Cpu, false, &mut |_| {})
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("restorer-4.safetensors"), "{err}");
+    let state = std::fs::read_to_string(dir.path().join("train_state.json")).unwrap_or_default();
+    assert!(state.contains("\"step\": 2"), "{state}");
+    load_restorer(
+        &dir.path().join("restorer-2.safetensors"),
+        &Device::Cpu,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
+}
+
+#[test]
+fn diverging_training_stops_with_a_message() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = TrainConfig {
+        method: Method::Vanilla,
+        max_nonfinite_steps: 3,
+        steps: 60,
+        checkpoint_every: 0,
+        ..smoke(60)
+    };
+    cfg.optim.lr = 1e30;
+    let err = train(&cfg, dir.path(), &Device::Cpu, false, &mut |_| {})
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("diverged") && err.contains("3 non-finite"),
+        "{err}"
+    );
+}

@@ -9,6 +9,10 @@ use daa_train::{evaluate, load_restorer, DataSpec, TileConfig, TrainConfig};
 /// Flags of `daa eval`.
 #[derive(clap::Args)]
 pub struct Args {
+    /// Architecture for a checkpoint without daa metadata (e.g. converted by another tool):
+    /// unet-paper, unet-cpu, unet-tiny, dncnn-paper, dncnn-cpu, nafnet-deblur, nafnet-cpu, nafnet-tiny.
+    #[arg(long)]
+    arch: Option<String>,
     /// Restorer checkpoint (.safetensors).
     #[arg(long)]
     checkpoint: PathBuf,
@@ -43,7 +47,11 @@ pub struct Args {
 
 impl Args {
     pub fn run(self, device: &Device) -> Result<()> {
-        let (_, net, _) = load_restorer(&self.checkpoint, device, None)?;
+        let (_, net, _) = load_restorer(
+            &self.checkpoint,
+            device,
+            self.arch.as_deref().map(super::arch).transpose()?.as_ref(),
+        )?;
         let preset = TrainConfig::preset(&self.preset)?;
         let policy = SmallImagePolicy::ReflectPad;
         let data: Box<dyn daa_degrade::PairSource> =

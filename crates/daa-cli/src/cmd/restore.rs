@@ -16,6 +16,10 @@ pub struct Args {
     /// are PNG with the input's file stem.
     #[arg(short, long)]
     output: PathBuf,
+    /// Architecture for a checkpoint without daa metadata (e.g. converted by another tool):
+    /// unet-paper, unet-cpu, unet-tiny, dncnn-paper, dncnn-cpu, nafnet-deblur, nafnet-cpu, nafnet-tiny.
+    #[arg(long)]
+    arch: Option<String>,
     /// Restorer checkpoint (.safetensors) written by `daa train`.
     #[arg(long)]
     checkpoint: PathBuf,
@@ -43,8 +47,11 @@ impl Args {
         if !self.input.exists() {
             bail!("input {:?} does not exist", self.input);
         }
-        let (_, net, _) = load_restorer(&self.checkpoint, device, None)
-            .with_context(|| format!("loading checkpoint {:?}", self.checkpoint))?;
+        let (_, net, _) = load_restorer(
+            &self.checkpoint,
+            device,
+            self.arch.as_deref().map(super::arch).transpose()?.as_ref(),
+        )?;
         let one = |src: &Path, dst: &Path| -> Result<()> {
             let img = load_image(src)?;
             let out = restore_image(&net, &img, device, tiles)?;
