@@ -1,6 +1,7 @@
 //! `cargo xtask`: experiments and project checks. It runs cargo as a subprocess and never
 //! links the daa crates, so it builds in seconds and needs no CUDA.
 
+mod bench;
 mod ci;
 mod experiment;
 mod train;
@@ -22,6 +23,8 @@ struct Cli {
 enum Cmd {
     /// Train a task's preset through the `daa` CLI (release build).
     Train(train::Train),
+    /// Time daa's train steps against the same steps in PyTorch.
+    Bench(bench::Bench),
     /// What CI runs: fmt, clippy -D warnings, the test suite.
     Ci(ci::Ci),
     /// Run an experiment through the `daa` CLI and write its report under docs/.
@@ -33,6 +36,7 @@ fn main() -> Result<()> {
     std::env::set_current_dir(workspace_root()).context("entering the workspace root")?;
     match cli.cmd {
         Cmd::Train(t) => t.run(),
+        Cmd::Bench(b) => b.run(),
         Cmd::Ci(c) => c.run(),
         Cmd::Experiment(e) => e.run(),
     }

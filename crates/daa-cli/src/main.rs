@@ -38,6 +38,8 @@ enum Cmd {
     Restore(cmd::restore::Args),
     /// Small experiments that check properties of the method.
     Experiment(cmd::experiment::Args),
+    /// Time full training steps on random data (see `cargo xtask bench`).
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
@@ -58,6 +60,7 @@ fn main() {
         Cmd::Eval(a) => a.run(&device),
         Cmd::Restore(a) => a.run(&device),
         Cmd::Experiment(a) => a.run(&device),
+        Cmd::Bench(a) => a.run(&device),
     });
     if let Err(e) = result {
         if let Some(daa_train::Error::Interrupted { .. }) = e.downcast_ref::<daa_train::Error>() {

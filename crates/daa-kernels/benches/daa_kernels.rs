@@ -1,0 +1,102 @@
+//! Each kernel against its reference (candle's op), forward + backward, on the CPU.
+//! `cargo bench -p daa-kernels` (groups named `{device}_{op}_{dtype}_{shape}`).
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor, Var};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn time(iters: u64, f: impl Fn() -> candle_core::Result<()>) -> Duration {
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        f().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let _ = Device::Cpu.synchronize();
+    t0.elapsed()
+}
+
+fn conv(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    for (b, ch, hw) in [(8, 16, 48), (8, 32, 64)] {
+        let x = Var::from_tensor(
+            &Tensor::randn(0f32, 1., (b, ch, hw, hw), &dev).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let w = Var::from_tensor(
+            &Tensor::randn(0f32, 0.1, (ch, ch, 3, 3), &dev).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut g = c.benchmark_group(format!("cpu_conv2d3x3_f32_{b}x{ch}x{hw}x{hw}"));
+        g.sample_size(10);
+        g.bench_function("daa_fwd_bwd", |bn| {
+            bn.iter_custom(|n| {
+                time(n, || {
+                    daa_kernels::conv2d(x.as_tensor(), w.as_tensor(), 1, 1)?
+                        .sum_all()?
+                        .backward()
+                        .map(|_| ())
+                })
+            })
+        });
+        g.bench_function("candle_fwd_bwd", |bn| {
+            bn.iter_custom(|n| {
+                time(n, || {
+                    x.as_tensor()
+                        .conv2d(w.as_tensor(), 1, 1, 1, 1)?
+                        .sum_all()?
+                        .backward()
+                        .map(|_| ())
+                })
+            })
+        });
+        g.finish();
+    }
+}
+
+fn group_norm(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let x = Var::from_tensor(
+        &Tensor::randn(0f32, 1., (8, 32, 48, 48), &dev).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ga = Var::from_tensor(
+        &Tensor::ones(32, candle_core::DType::F32, &dev).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let be = Var::from_tensor(
+        &Tensor::zeros(32, candle_core::DType::F32, &dev).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut g = c.benchmark_group("cpu_group_norm_f32_8x32x48x48");
+    g.sample_size(10);
+    g.bench_function("daa_fwd_bwd", |bn| {
+        bn.iter_custom(|n| {
+            time(n, || {
+                daa_kernels::group_norm(x.as_tensor(), ga.as_tensor(), be.as_tensor(), 8, 1e-5)?
+                    .sum_all()?
+                    .backward()
+                    .map(|_| ())
+            })
+        })
+    });
+    g.bench_function("reference_fwd_bwd", |bn| {
+        bn.iter_custom(|n| {
+            time(n, || {
+                daa_kernels::group_norm_reference(
+                    x.as_tensor(),
+                    ga.as_tensor(),
+                    be.as_tensor(),
+                    8,
+                    1e-5,
+                )?
+                .sum_all()?
+                .backward()
+                .map(|_| ())
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conv, group_norm);
+criterion_main!(benches);

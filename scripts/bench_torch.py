@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Times one training step of daa's networks in PyTorch, for `cargo xtask bench`.
+
+Uses the project's own PyTorch re-implementation (reference_nets.py) at the same sizes as
+daa's presets, the same optimizer (Adam, one over both networks) and the same step as daa's
+engine (vanilla: Charbonnier on the source pair; da: plus two diffusion passes with shuffled /
+residual-swapped conditions). Prints one JSON line per configuration: median milliseconds.
+
+    pip install torch
+    python3 scripts/bench_torch.py --preset cpu --threads 2
+"""
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_nets import CondUNet, UNet  # noqa: E402
+
+PRESETS = {
+    # name: (restorer kwargs, diffusion kwargs, batch, patch)
+    "cpu": (dict(width=16, depth=4), dict(width=16, mults=(1, 2, 4), res_blocks=1, groups=8, head_ch=32), 8, 48),
+    "paper": (dict(width=64, depth=4), dict(), 24, 128),
+}
+
+
+def abar():
+    betas = torch.linspace(1e-6, 1e-2, 1000, dtype=torch.float64)
+    return torch.cumprod(1 - betas, 0)
+
+
+def da_loss(R, D, x_s, y_s, x_r, ab):
+    b = x_s.shape[0]
+    r_s, r_r = R(x_s), R(x_r)
+    rec = torch.sqrt((x_s + r_s - y_s) ** 2 + 1e-6).mean()
+    t = torch.randint(1, 1000, (b,))
+    gamma = (ab[t] + (ab[t - 1] - ab[t]) * torch.rand(b, dtype=torch.float64)).float()
+    y0 = y_s * 2 - 1
+    eps = torch.randn_like(y0)
+    g = gamma.view(b, 1, 1, 1)
+    y_noisy = g.sqrt() * y0 + (1 - g).sqrt() * eps
+
+    def cond(a, c):
+        m = (torch.rand(b) < 0.5).view(b, 1, 1, 1)
+        a, c = a * 2 - 1, c * 2 - 1
+        return torch.cat([y_noisy, torch.where(m, c, a), torch.where(m, a, c)], 1)
+
+    d_pos = ((eps - D(cond(x_s + r_s, x_r + r_r), gamma)) ** 2).mean()
+    d_neg = ((eps - D(cond(x_s + r_r, x_r + r_s), gamma)) ** 2).mean()
+    hinge = torch.relu(d_pos - d_neg + 0.1)
+    return rec + 0.2 * (d_pos + hinge) / 2
+
+
+def bench(method, preset, steps, warmup, device):
+    rk, dk, b, p = PRESETS[preset]
+    torch.manual_seed(0)
+    R = UNet(**rk).to(device).train()
+    D = CondUNet(**dk).to(device).train()
+    params = list(R.parameters()) + (list(D.parameters()) if method == "da" else [])
+    opt = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+    x_s, y_s, x_r = (torch.rand(b, 3, p, p, device=device) for _ in range(3))
+    ab = abar().to(device)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        if method == "vanilla":
+            loss = torch.sqrt((x_s + R(x_s) - y_s) ** 2 + 1e-6).mean()
+        else:
+            loss = da_loss(R, D, x_s, y_s, x_r, ab)
+        loss.backward()
+        opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    ap.add_argument("--methods", default="vanilla,da")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    for method in a.methods.split(","):
+        ms = bench(method, a.preset, a.steps, a.warmup, a.device)
+        print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "preset": a.preset, "method": method, "median_ms": round(ms, 2)}))
+
+
+if __name__ == "__main__":
+    main()
