@@ -61,3 +61,13 @@ pub fn arch(name: &str) -> Result<daa_backbones::BackboneConfig> {
         other => bail!("unknown --arch {other:?} (known: {})", ARCHS.join(", ")),
     })
 }
+
+/// Prints a line above the progress bar, or to stderr when the bar is hidden (output is not a
+/// terminal, as in CI or a pipe), where indicatif would drop it.
+pub fn say(bar: &indicatif::ProgressBar, msg: String) {
+    if bar.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        bar.println(msg);
+    }
+}

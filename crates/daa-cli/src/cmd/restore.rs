@@ -71,7 +71,7 @@ impl Args {
                     .unwrap_or_default();
                 let dst = self.output.join(format!("{stem}.png"));
                 if let Err(e) = one(f, &dst) {
-                    bar.println(format!("error: {e:#}"));
+                    super::say(&bar, format!("error: {e:#}"));
                     failed += 1;
                 }
                 bar.inc(1);

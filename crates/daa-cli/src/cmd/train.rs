@@ -242,15 +242,26 @@ impl Args {
                 ..
             } => {
                 bar.set_position(*start_step as u64);
-                bar.println(format!("restorer: {parameters} parameters"));
+                super::say(&bar, format!("restorer: {parameters} parameters"));
             }
             Event::Step {
                 step,
+                total_steps,
                 losses,
                 seconds_per_step,
                 ..
             } => {
                 bar.set_position(*step as u64);
+                // Without a terminal (a pipe, CI) the bar is hidden: log about ten lines instead.
+                if bar.is_hidden() && (step % (total_steps / 10).max(1) == 0 || step == total_steps)
+                {
+                    let all: Vec<String> =
+                        losses.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                    eprintln!(
+                        "step {step}/{total_steps}: {} ({seconds_per_step:.2} s/step)",
+                        all.join(", ")
+                    );
+                }
                 let parts: Vec<String> = losses
                     .iter()
                     .filter(|(k, _)| matches!(*k, "total" | "rec" | "noise" | "lambda"))
@@ -263,17 +274,23 @@ impl Args {
                 ));
             }
             Event::SkippedStep { step, in_a_row } => {
-                bar.println(format!(
-                    "warning: non-finite loss at step {step}, skipped ({in_a_row} in a row)"
-                ));
+                super::say(
+                    &bar,
+                    format!(
+                        "warning: non-finite loss at step {step}, skipped ({in_a_row} in a row)"
+                    ),
+                );
             }
-            Event::Evaluated { step, report } => bar.println(format!(
-                "step {step}: held-out PSNR {:.2} dB, SSIM {:.4} (input {:.2} dB, {:.4})",
-                report.mean_restored.psnr,
-                report.mean_restored.ssim,
-                report.mean_input.psnr,
-                report.mean_input.ssim
-            )),
+            Event::Evaluated { step, report } => super::say(
+                &bar,
+                format!(
+                    "step {step}: held-out PSNR {:.2} dB, SSIM {:.4} (input {:.2} dB, {:.4})",
+                    report.mean_restored.psnr,
+                    report.mean_restored.ssim,
+                    report.mean_input.psnr,
+                    report.mean_input.ssim
+                ),
+            ),
             Event::Checkpoint { path } => tracing::info!(?path, "checkpoint"),
         };
         // Ctrl-C sets the flag; the engine checkpoints the current step and stops.
