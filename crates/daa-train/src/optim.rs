@@ -48,19 +48,20 @@ impl Adam {
         self.cfg.lr = lr;
     }
 
-    /// True when every gradient of this optimizer's variables is finite.
+    /// True when every gradient of this optimizer's variables is finite (one device sync).
     pub fn gradients_finite(&self, grads: &GradStore) -> Result<bool> {
-        let mut acc = 0f64;
+        let mut sums = Vec::with_capacity(self.vars.len());
         for (_, var) in &self.vars {
             if let Some(g) = grads.get(var.as_tensor()) {
-                acc += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
+                // Sum of |g|: NaN and Inf propagate, and finite values overflow only past 3e38.
+                sums.push(g.abs()?.sum_all()?.to_dtype(candle_core::DType::F32)?);
             }
         }
-        Ok(acc.is_finite())
+        if sums.is_empty() {
+            return Ok(true);
+        }
+        let total = Tensor::stack(&sums, 0)?.sum_all()?.to_scalar::<f32>()?;
+        Ok(total.is_finite())
     }
 
     /// One update from `grads`; variables without a gradient are left as they are.
