@@ -5,14 +5,20 @@ use crate::{cargo, run_echoed};
 /// The restoration tasks.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Task {
-    /// Denoising: AWGN sigma ~ U[0, 75]/255 on the embedded photos.
+    /// Denoising: AWGN sigma ~ U[0, 75]/255 -> camera-noise proxy, on the embedded photos.
     Denoise,
+    /// Deblurring: linear motion blur -> camera shake with clipped highlights.
+    Deblur,
+    /// Deraining: one streak layer -> several layers with haze.
+    Derain,
 }
 
 impl Task {
     fn preset(self) -> &'static str {
         match self {
             Task::Denoise => "denoise",
+            Task::Deblur => "deblur",
+            Task::Derain => "derain",
         }
     }
 }

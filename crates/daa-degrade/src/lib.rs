@@ -21,6 +21,8 @@
 //! # Ok::<(), daa_degrade::Error>(())
 //! ```
 
+mod blur_kernel;
+mod blur_rain;
 mod correlated_noise;
 mod dataset;
 mod error;
@@ -30,6 +32,8 @@ mod noise;
 mod pipeline;
 mod transforms;
 
+pub use blur_kernel::{convolve, BlurKernel};
+pub use blur_rain::{MotionBlurParams, RainParams, ShakeParams, StormParams};
 pub use correlated_noise::{correlated_noise, CorrelatedNoiseParams};
 pub use dataset::{collate, list_images, PairSource, PairedFolder, SyntheticPairs, UnpairedFolder};
 pub use error::{Error, Result};

@@ -1,6 +1,9 @@
 use rand::Rng;
 
-use crate::{awgn, correlated_noise, AwgnParams, CorrelatedNoiseParams, Image, Result};
+use crate::{
+    awgn, correlated_noise, AwgnParams, CorrelatedNoiseParams, Image, MotionBlurParams, RainParams,
+    Result, ShakeParams, StormParams,
+};
 
 /// A degradation: documented parameters, applied as a pure function of `(image, params, rng)`.
 ///
@@ -12,6 +15,14 @@ pub enum Degradation {
     Awgn(AwgnParams),
     /// Signal-dependent, spatially correlated noise plus JPEG ([`CorrelatedNoiseParams`]).
     CorrelatedNoise(CorrelatedNoiseParams),
+    /// Linear motion blur plus slight noise ([`MotionBlurParams`]), deblurring source.
+    MotionBlur(MotionBlurParams),
+    /// Camera shake in linear light with clipped highlights, noise, JPEG ([`ShakeParams`]).
+    Shake(ShakeParams),
+    /// One layer of additive streaks ([`RainParams`]), deraining source.
+    Rain(RainParams),
+    /// Several streak layers, haze, JPEG ([`StormParams`]), deraining target.
+    Storm(StormParams),
 }
 
 impl Degradation {
@@ -20,6 +31,10 @@ impl Degradation {
         match self {
             Self::Awgn(p) => p.validate(),
             Self::CorrelatedNoise(p) => p.validate(),
+            Self::MotionBlur(p) => p.validate(),
+            Self::Shake(p) => p.validate(),
+            Self::Rain(p) => p.validate(),
+            Self::Storm(p) => p.validate(),
         }
     }
 
@@ -28,6 +43,10 @@ impl Degradation {
         match self {
             Self::Awgn(p) => Ok(awgn(img, p, rng).0),
             Self::CorrelatedNoise(p) => correlated_noise(img, p, rng),
+            Self::MotionBlur(p) => p.apply(img, rng),
+            Self::Shake(p) => p.apply(img, rng),
+            Self::Rain(p) => p.apply(img, rng),
+            Self::Storm(p) => p.apply(img, rng),
         }
     }
 
@@ -36,6 +55,10 @@ impl Degradation {
         match self {
             Self::Awgn(_) => "awgn",
             Self::CorrelatedNoise(_) => "correlated_noise",
+            Self::MotionBlur(_) => "motion_blur",
+            Self::Shake(_) => "shake",
+            Self::Rain(_) => "rain",
+            Self::Storm(_) => "storm",
         }
     }
 

@@ -187,7 +187,14 @@ pub struct TrainConfig {
 }
 
 /// The names accepted by [`TrainConfig::preset`].
-pub const PRESETS: [&str; 4] = ["denoise", "denoise-vanilla", "denoise-paper", "smoke"];
+pub const PRESETS: [&str; 6] = [
+    "denoise",
+    "denoise-vanilla",
+    "denoise-paper",
+    "deblur",
+    "derain",
+    "smoke",
+];
 
 fn embedded(sub: &str) -> PathBuf {
     // The embedded photos ship with the source tree; presets point at them absolutely so the
@@ -204,6 +211,8 @@ impl TrainConfig {
             "denoise" => Ok(Self::denoise()),
             "denoise-paper" => Ok(Self::denoise_paper()),
             "denoise-vanilla" => Ok(Self::denoise_vanilla()),
+            "deblur" => Ok(Self::deblur()),
+            "derain" => Ok(Self::derain()),
             "smoke" => Ok(Self::smoke()),
             other => Err(Error::Config(format!(
                 "unknown preset {other:?} (known: {})",
@@ -293,6 +302,59 @@ impl TrainConfig {
             log_every: 50,
             ..base
         }
+    }
+
+    /// The `denoise` preset with another pair of source and target degradations.
+    fn with_domains(preset: &str, source: Degradation, target: Degradation) -> Self {
+        let base = Self::denoise();
+        Self {
+            preset: preset.into(),
+            adaptation: AdaptationSettings {
+                target: TargetSpec::Synthetic {
+                    clean_dir: embedded("photos/train"),
+                    degradation: target.clone(),
+                    variants: 2,
+                },
+                ..base.adaptation.clone()
+            },
+            train_data: DataSpec::Synthetic {
+                clean_dir: embedded("photos/train"),
+                degradation: source,
+            },
+            eval: EvalConfig {
+                data: DataSpec::Synthetic {
+                    clean_dir: embedded("photos/test"),
+                    degradation: target,
+                },
+                ..base.eval.clone()
+            },
+            ..base
+        }
+    }
+
+    /// Deblurring adaptation on the embedded photos, on a CPU: source = linear motion blur plus
+    /// slight noise ([`daa_degrade::MotionBlurParams::source`]), target = camera shake in linear
+    /// light with clipped highlights, noise and JPEG ([`daa_degrade::ShakeParams::target`]);
+    /// otherwise as [`Self::denoise`]. PSNR/SSIM on RGB, as the paper's RealBlur-J numbers.
+    pub fn deblur() -> Self {
+        Self::with_domains(
+            "deblur",
+            Degradation::MotionBlur(daa_degrade::MotionBlurParams::source()),
+            Degradation::Shake(daa_degrade::ShakeParams::target()),
+        )
+    }
+
+    /// Deraining adaptation on the embedded photos, on a CPU: source = one layer of additive
+    /// streaks ([`daa_degrade::RainParams::source`]), target = several streak layers, haze and
+    /// JPEG ([`daa_degrade::StormParams::target`]); PSNR/SSIM on Y, as the paper's SPA numbers.
+    pub fn derain() -> Self {
+        let mut cfg = Self::with_domains(
+            "derain",
+            Degradation::Rain(daa_degrade::RainParams::source()),
+            Degradation::Storm(daa_degrade::StormParams::target()),
+        );
+        cfg.eval.metric = MetricConfig::y();
+        cfg
     }
 
     /// Supervised baseline of [`Self::denoise`]: the same everything, `method = vanilla`.

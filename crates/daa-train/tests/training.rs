@@ -410,3 +410,27 @@ fn diverging_training_stops_with_a_message() {
         "{err}"
     );
 }
+
+#[test]
+fn deblur_and_derain_presets_train_end_to_end() {
+    for preset in ["deblur", "derain"] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let full = TrainConfig::preset(preset).unwrap_or_else(|e| panic!("{e}"));
+        let smoke = TrainConfig::smoke();
+        // The task's data and metric at the smoke preset's sizes.
+        let cfg = TrainConfig {
+            train_data: full.train_data,
+            eval: full.eval,
+            adaptation: daa_train::AdaptationSettings {
+                target: full.adaptation.target,
+                ..smoke.adaptation.clone()
+            },
+            steps: 2,
+            ..smoke
+        };
+        let s = run(&cfg, dir.path(), false);
+        assert!(s.final_eval.mean_restored.psnr.is_finite(), "{preset}");
+        assert_eq!(s.final_eval.metric.y_channel, preset == "derain");
+        assert!(losses(dir.path()).iter().all(|l| l.is_finite()), "{preset}");
+    }
+}
