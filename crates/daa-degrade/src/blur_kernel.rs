@@ -3,6 +3,7 @@
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::transforms::reflect;
 use crate::{Error, Image, Result};
 
 /// A normalised 2-D blur kernel: odd side, non-negative weights summing to one.
@@ -114,15 +115,6 @@ impl BlurKernel {
 pub fn convolve(img: &Image, k: &BlurKernel) -> Result<Image> {
     let (w, h, ks) = (img.width(), img.height(), k.size());
     let half = (ks / 2) as isize;
-    let refl = |i: isize, n: usize| -> usize {
-        let n = n as isize;
-        if n == 1 {
-            return 0;
-        }
-        let p = 2 * (n - 1);
-        let m = i.rem_euclid(p);
-        (if m < n { m } else { p - m }) as usize
-    };
     let taps: Vec<(isize, isize, f32)> = (0..ks * ks)
         .filter(|&i| k.weights()[i] > 0.0)
         .map(|i| {
@@ -141,7 +133,7 @@ pub fn convolve(img: &Image, k: &BlurKernel) -> Result<Image> {
                 let mut s = 0f32;
                 for &(dx, dy, wt) in &taps {
                     // Convolution: the kernel is flipped relative to the image offsets.
-                    s += wt * plane[refl(y as isize - dy, h) * w + refl(x as isize - dx, w)];
+                    s += wt * plane[reflect(y as isize - dy, h) * w + reflect(x as isize - dx, w)];
                 }
                 out[c * w * h + y * w + x] = s;
             }

@@ -7,7 +7,8 @@ use crate::blur_kernel::{convolve, BlurKernel};
 use crate::correlated_noise::jpeg_roundtrip;
 use crate::{Error, Image, Result};
 
-fn draw(r: [f32; 2], rng: &mut impl Rng) -> f32 {
+/// A value drawn uniformly from the inclusive range `r` (or `r[0]` when it is a point).
+pub(crate) fn draw(r: [f32; 2], rng: &mut impl Rng) -> f32 {
     if r[1] > r[0] {
         rng.random_range(r[0]..=r[1])
     } else {
@@ -25,7 +26,8 @@ fn ordered(name: &str, r: [f32; 2], lo: f32, hi: f32) -> Result<()> {
     }
 }
 
-fn jpeg_ok(q: [u8; 2]) -> Result<()> {
+/// Checks a JPEG quality range: `[0, 0]` (no JPEG) or `1 <= lo <= hi <= 100`.
+pub(crate) fn jpeg_ok(q: [u8; 2]) -> Result<()> {
     if q[0] > q[1] || q[1] > 100 || (q[0] == 0 && q[1] != 0) {
         return Err(Error::Param(format!(
             "jpeg_quality must be [0, 0] or 1 <= lo <= hi <= 100, got {q:?}"
@@ -34,7 +36,8 @@ fn jpeg_ok(q: [u8; 2]) -> Result<()> {
     Ok(())
 }
 
-fn maybe_jpeg(img: Image, q: [u8; 2], rng: &mut impl Rng) -> Result<Image> {
+/// JPEG round trip at a quality drawn from `q`, or the image itself for `[0, 0]`.
+pub(crate) fn maybe_jpeg(img: Image, q: [u8; 2], rng: &mut impl Rng) -> Result<Image> {
     if q[1] == 0 {
         return Ok(img);
     }

@@ -1,6 +1,7 @@
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::blur_rain::{draw, jpeg_ok, maybe_jpeg};
 use crate::{Error, Image, Result};
 
 /// A proxy for real sensor noise after a camera pipeline, the default target ("real") domain
@@ -55,22 +56,8 @@ impl CorrelatedNoiseParams {
                 "correlation must be in [0, 5] and channel_mix in [0, 1]: {self:?}"
             )));
         }
-        let [q0, q1] = self.jpeg_quality;
-        if q0 > q1 || q1 > 100 || (q0 == 0 && q1 != 0) {
-            return Err(Error::Param(format!(
-                "jpeg_quality must be [0, 0] or 1 <= lo <= hi <= 100, got {:?}",
-                self.jpeg_quality
-            )));
-        }
+        jpeg_ok(self.jpeg_quality)?;
         Ok(())
-    }
-}
-
-fn draw(r: [f32; 2], rng: &mut impl Rng) -> f32 {
-    if r[1] > r[0] {
-        rng.random_range(r[0]..=r[1])
-    } else {
-        r[0]
     }
 }
 
@@ -163,12 +150,7 @@ pub fn correlated_noise(
             plane[i] = (plane[i] + sigma * (a * shared[i] + b * own[i])).clamp(0.0, 1.0);
         }
     }
-    let [q0, q1] = p.jpeg_quality;
-    if q1 == 0 {
-        return Ok(out);
-    }
-    let q = rng.random_range(q0..=q1);
-    jpeg_roundtrip(&out, q)
+    maybe_jpeg(out, p.jpeg_quality, rng)
 }
 
 #[cfg(test)]

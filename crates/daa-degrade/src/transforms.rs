@@ -92,7 +92,7 @@ pub fn random_crop(
 }
 
 /// Reflect index `i` into `0..n` (mirror without repeating the edge, repeatedly).
-fn reflect(i: isize, n: usize) -> usize {
+pub(crate) fn reflect(i: isize, n: usize) -> usize {
     if n == 1 {
         return 0;
     }
