@@ -171,16 +171,12 @@ fn ctrl_c_saves_a_checkpoint_and_exits() {
     let step = saved_step(&run);
     assert!(step > 0 && step < 400, "saved step {step}");
     assert!(run.join(format!("restorer-{step}.safetensors")).exists());
-    // It continues from there.
+    // It continues from there with the run's saved settings: no preset or flag repeated.
     let out = daa()
         .args([
             "train",
-            "--preset",
-            "smoke",
             "--steps",
             &(step + 2).to_string(),
-            "--checkpoint-every",
-            "0",
             "--run-dir",
             p(&run),
             "--resume",

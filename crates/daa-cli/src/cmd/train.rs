@@ -20,7 +20,8 @@ pub struct Args {
     /// Run folder (default: runs/<preset>-<unix time>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Continue the run in --run-dir from its last checkpoint.
+    /// Continue the run in --run-dir from its last checkpoint, with its saved config.json
+    /// (flags given now still override; only --steps may differ from the original run).
     #[arg(long, requires = "run_dir")]
     resume: bool,
     /// Optimizer steps.
@@ -99,7 +100,14 @@ pub struct Args {
 
 impl Args {
     fn resolve(&self) -> Result<TrainConfig> {
-        let mut cfg = match &self.config {
+        // --resume continues with the run's own saved config (flags still override), so the
+        // preset and flags of the first invocation need not be repeated.
+        let saved = self
+            .run_dir
+            .as_ref()
+            .map(|d| d.join("config.json"))
+            .filter(|p| self.resume && p.exists());
+        let mut cfg = match self.config.as_ref().or(saved.as_ref()) {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {p:?}"))?;
                 TrainConfig::from_json(&text).with_context(|| format!("parsing {p:?}"))?
