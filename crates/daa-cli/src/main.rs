@@ -40,6 +40,8 @@ enum Cmd {
     Experiment(cmd::experiment::Args),
     /// Time full training steps on random data (see `cargo xtask bench`).
     Bench(cmd::bench::Args),
+    /// Write a sheet of each task's clean / source / target images for one photo.
+    Samples(cmd::samples::Args),
 }
 
 fn main() {
@@ -61,6 +63,7 @@ fn main() {
         Cmd::Restore(a) => a.run(&device),
         Cmd::Experiment(a) => a.run(&device),
         Cmd::Bench(a) => a.run(&device),
+        Cmd::Samples(a) => a.run(),
     });
     if let Err(e) = result {
         if let Some(daa_train::Error::Interrupted { .. }) = e.downcast_ref::<daa_train::Error>() {

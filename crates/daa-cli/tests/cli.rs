@@ -259,3 +259,14 @@ fn official_names_without_metadata_load_with_arch() {
     );
     assert!(stderr(&out).contains("tensors missing"), "{}", stderr(&out));
 }
+
+#[test]
+fn samples_sheet_has_three_rows_and_columns() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("sheet.png");
+    let o = daa(&["samples", "-o", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&out).unwrap_or_else(|e| panic!("{e}"));
+    // The held-out monarch photo is 320x213.
+    assert_eq!((img.width(), img.height()), (960, 639));
+}

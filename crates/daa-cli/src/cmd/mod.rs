@@ -4,6 +4,7 @@ pub mod bench;
 pub mod eval;
 pub mod experiment;
 pub mod restore;
+pub mod samples;
 pub mod train;
 
 use anyhow::{bail, Context, Result};
