@@ -4,6 +4,7 @@
 mod bench;
 mod ci;
 mod experiment;
+mod reproduce;
 mod train;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ enum Cmd {
     Bench(bench::Bench),
     /// What CI runs: fmt, clippy -D warnings, the test suite.
     Ci(ci::Ci),
+    /// Train and compare vanilla, DA, its ablations and an oracle on a task's domains.
+    Reproduce(reproduce::Reproduce),
     /// Run an experiment through the `daa` CLI and write its report under docs/.
     Experiment(experiment::Experiment),
 }
@@ -39,6 +42,7 @@ fn main() -> Result<()> {
         Cmd::Bench(b) => b.run(),
         Cmd::Ci(c) => c.run(),
         Cmd::Experiment(e) => e.run(),
+        Cmd::Reproduce(r) => r.run(),
     }
 }
 

@@ -270,3 +270,48 @@ fn samples_sheet_has_three_rows_and_columns() {
     // The held-out monarch photo is 320x213.
     assert_eq!((img.width(), img.height()), (960, 639));
 }
+
+#[test]
+fn oracle_training_and_json_evaluation_on_both_domains() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = dir.path().join("oracle");
+    let out = daa(&[
+        "train",
+        "--preset",
+        "smoke",
+        "--steps",
+        "2",
+        "--oracle",
+        "--run-dir",
+        p(&run),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap_or_default())
+            .unwrap_or_default();
+    assert_eq!(cfg["method"], "vanilla");
+    assert_eq!(
+        cfg["train_data"]["degradation"]["kind"], "correlated_noise",
+        "trained on target pairs"
+    );
+    let ckpt = run.join("restorer-2.safetensors");
+    let mut inputs = Vec::new();
+    for domain in ["target", "source"] {
+        let out = daa(&[
+            "eval",
+            "--checkpoint",
+            p(&ckpt),
+            "--preset",
+            "smoke",
+            "--domain",
+            domain,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(v["domain"], domain);
+        assert!(v["psnr"].as_f64().is_some_and(f64::is_finite));
+        inputs.push(v["input_psnr"].as_f64().unwrap_or(0.0));
+    }
+    assert_ne!(inputs[0], inputs[1], "the two domains degrade differently");
+}

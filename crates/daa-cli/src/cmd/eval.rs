@@ -28,6 +28,13 @@ pub struct Args {
     /// AWGN sigma (0..255) for --clean-dir; default: the preset's U[0, 75].
     #[arg(long)]
     sigma: Option<f32>,
+    /// With the preset's held-out photos: degrade them like its target ("real") domain, the
+    /// default, or like its source (synthetic) domain.
+    #[arg(long, default_value = "target", value_parser = ["target", "source"])]
+    domain: String,
+    /// Print one JSON line with the means instead of the table (for scripts).
+    #[arg(long)]
+    json: bool,
     /// Preset whose held-out set is used when no data flag is given.
     #[arg(long, default_value = "denoise")]
     preset: String,
@@ -68,6 +75,15 @@ impl Args {
                             self.preset
                         ),
                     };
+                    if self.domain == "source" {
+                        match &preset.train_data {
+                            DataSpec::Synthetic { degradation: d, .. } => degradation = d.clone(),
+                            DataSpec::Paired { .. } => bail!(
+                                "preset {} trains on pairs: it has no source degradation",
+                                self.preset
+                            ),
+                        }
+                    }
                     if let Some(s) = self.sigma {
                         degradation = Degradation::Awgn(daa_degrade::AwgnParams {
                             sigma_min: s,
@@ -82,7 +98,7 @@ impl Args {
             };
         let metric = MetricConfig {
             crop_border: self.crop_border,
-            y_channel: self.y_channel,
+            y_channel: self.y_channel || preset.eval.metric.y_channel && self.input_dir.is_none(),
             quantize: true,
         };
         let report = evaluate(
@@ -95,7 +111,13 @@ impl Args {
             self.save_dir.as_deref(),
         )?;
         #[allow(clippy::print_stdout)]
-        {
+        if self.json {
+            let (i, r) = (&report.mean_input, &report.mean_restored);
+            println!(
+                "{}",
+                serde_json::json!({"domain": self.domain, "psnr": r.psnr, "ssim": r.ssim, "input_psnr": i.psnr, "input_ssim": i.ssim, "images": report.images.len()})
+            );
+        } else {
             println!("{}", report.to_markdown());
         }
         Ok(())

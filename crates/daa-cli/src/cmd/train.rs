@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use daa_diffusion::Variant;
 use daa_train::{DataSpec, Event, Method, TargetSpec, TrainConfig, PRESETS};
@@ -81,6 +81,10 @@ pub struct Args {
     /// EMA decay of the restorer's weights (e.g. 0.999; 0 = off). Evaluation then uses the EMA.
     #[arg(long)]
     ema: Option<f64>,
+    /// Oracle (the upper bound of a domain-adaptation comparison): supervised on target-domain
+    /// pairs, i.e. the preset's target degradation applied to its clean training photos.
+    #[arg(long, conflicts_with_all = ["method", "train_input"])]
+    oracle: bool,
     /// For da-ex: a folder of unpaired clean images to noise.
     #[arg(long)]
     ex_clean: Option<PathBuf>,
@@ -170,6 +174,21 @@ impl Args {
         }
         if let Some(v) = self.t_max {
             a.loss.t_max = v;
+        }
+        if self.oracle {
+            let TargetSpec::Synthetic {
+                clean_dir,
+                degradation,
+                ..
+            } = &a.target
+            else {
+                bail!("--oracle needs a synthetic target domain (the preset's), not --real-dir");
+            };
+            cfg.train_data = DataSpec::Synthetic {
+                clean_dir: clean_dir.clone(),
+                degradation: degradation.clone(),
+            };
+            cfg.method = Method::Vanilla;
         }
         if let Some(dir) = &self.ex_clean {
             a.ex_clean_dir = dir.clone();
