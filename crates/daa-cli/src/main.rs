@@ -42,6 +42,8 @@ enum Cmd {
     Bench(cmd::bench::Args),
     /// Write a sheet of each task's clean / source / target images for one photo.
     Samples(cmd::samples::Args),
+    /// Datasets in their authors' layouts (SIDD, GoPro, RealBlur-J, Rain13K, SPA-Data).
+    Data(cmd::data::Args),
 }
 
 fn main() {
@@ -64,6 +66,7 @@ fn main() {
         Cmd::Experiment(a) => a.run(&device),
         Cmd::Bench(a) => a.run(&device),
         Cmd::Samples(a) => a.run(),
+        Cmd::Data(a) => a.run(),
     });
     if let Err(e) = result {
         if let Some(daa_train::Error::Interrupted { .. }) = e.downcast_ref::<daa_train::Error>() {

@@ -291,7 +291,7 @@ fn oracle_training_and_json_evaluation_on_both_domains() {
             .unwrap_or_default();
     assert_eq!(cfg["method"], "vanilla");
     assert_eq!(
-        cfg["train_data"]["degradation"]["kind"], "correlated_noise",
+        cfg["train_data"]["degradation"]["kind"], "camera",
         "trained on target pairs"
     );
     let ckpt = run.join("restorer-2.safetensors");
@@ -314,4 +314,58 @@ fn oracle_training_and_json_evaluation_on_both_domains() {
         inputs.push(v["input_psnr"].as_f64().unwrap_or(0.0));
     }
     assert_ne!(inputs[0], inputs[1], "the two domains degrade differently");
+}
+
+#[test]
+fn data_prepare_flattens_a_layout_for_eval() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // SIDD validation blocks (the .mat fixture of daa-degrade) become PNG pairs.
+    let sidd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../daa-degrade/tests/data/sidd_val");
+    let out_dir = dir.path().join("sidd");
+    let out = daa(&[
+        "data",
+        "prepare",
+        "--layout",
+        "sidd-val",
+        "--root",
+        p(&sidd),
+        "--out",
+        p(&out_dir),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for side in ["input", "target"] {
+        let n = std::fs::read_dir(out_dir.join(side))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(n, 6, "{side}");
+    }
+    let img = image::open(out_dir.join("target/01_02.png")).map(|i| i.to_rgb8());
+    assert!(
+        img.is_ok_and(|i| i.dimensions() == (5, 4) && i.get_pixel(4, 3).0[1] == 12 + 21 + 12 + 50)
+    );
+    // Preparing into a folder that is not empty is refused; a wrong split names the layout.
+    let again = daa(&[
+        "data",
+        "prepare",
+        "--layout",
+        "sidd-val",
+        "--root",
+        p(&sidd),
+        "--out",
+        p(&out_dir),
+    ]);
+    assert!(!again.status.success() && stderr(&again).contains("not empty"));
+    let train = daa(&[
+        "data",
+        "prepare",
+        "--layout",
+        "sidd-val",
+        "--split",
+        "train",
+        "--root",
+        p(&sidd),
+        "--out",
+        p(&dir.path().join("x")),
+    ]);
+    assert!(!train.status.success() && stderr(&train).contains("no train split"));
 }

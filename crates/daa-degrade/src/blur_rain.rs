@@ -53,7 +53,7 @@ fn add_noise(mut img: Image, sigma: f32, rng: &mut impl Rng) -> Image {
 }
 
 /// sRGB transfer function, inverse (to linear light).
-fn to_linear(v: f32) -> f32 {
+pub(crate) fn to_linear(v: f32) -> f32 {
     if v <= 0.04045 {
         v / 12.92
     } else {
@@ -62,7 +62,7 @@ fn to_linear(v: f32) -> f32 {
 }
 
 /// sRGB transfer function (from linear light).
-fn to_srgb(v: f32) -> f32 {
+pub(crate) fn to_srgb(v: f32) -> f32 {
     let v = v.clamp(0.0, 1.0);
     if v <= 0.003_130_8 {
         12.92 * v

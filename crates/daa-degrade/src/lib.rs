@@ -23,6 +23,7 @@
 
 mod blur_kernel;
 mod blur_rain;
+mod camera;
 mod correlated_noise;
 mod dataset;
 mod error;
@@ -34,8 +35,12 @@ mod transforms;
 
 pub use blur_kernel::{convolve, BlurKernel};
 pub use blur_rain::{MotionBlurParams, RainParams, ShakeParams, StormParams};
+pub use camera::{camera_noise, CameraParams};
 pub use correlated_noise::{correlated_noise, CorrelatedNoiseParams};
-pub use dataset::{collate, list_images, PairSource, PairedFolder, SyntheticPairs, UnpairedFolder};
+pub use dataset::{
+    collate, list_images, Layout, LayoutPair, PairImage, PairSource, PairedFolder, Split,
+    SyntheticPairs, UnpairedFolder,
+};
 pub use error::{Error, Result};
 pub use image_buf::Image;
 pub use io::{decode_image, load_image, save_image, MAX_PIXELS};

@@ -1,8 +1,8 @@
 use rand::Rng;
 
 use crate::{
-    awgn, correlated_noise, AwgnParams, CorrelatedNoiseParams, Image, MotionBlurParams, RainParams,
-    Result, ShakeParams, StormParams,
+    awgn, camera_noise, correlated_noise, AwgnParams, CameraParams, CorrelatedNoiseParams, Image,
+    MotionBlurParams, RainParams, Result, ShakeParams, StormParams,
 };
 
 /// A degradation: documented parameters, applied as a pure function of `(image, params, rng)`.
@@ -13,8 +13,11 @@ use crate::{
 pub enum Degradation {
     /// Additive white Gaussian noise ([`AwgnParams`]).
     Awgn(AwgnParams),
-    /// Signal-dependent, spatially correlated noise plus JPEG ([`CorrelatedNoiseParams`]).
+    /// Signal-dependent, spatially correlated noise plus JPEG ([`CorrelatedNoiseParams`]), a
+    /// cheap stand-in for [`Degradation::Camera`].
     CorrelatedNoise(CorrelatedNoiseParams),
+    /// Raw sensor noise through a camera pipeline ([`CameraParams`]), denoising target.
+    Camera(CameraParams),
     /// Linear motion blur plus slight noise ([`MotionBlurParams`]), deblurring source.
     MotionBlur(MotionBlurParams),
     /// Camera shake in linear light with clipped highlights, noise, JPEG ([`ShakeParams`]).
@@ -31,6 +34,7 @@ impl Degradation {
         match self {
             Self::Awgn(p) => p.validate(),
             Self::CorrelatedNoise(p) => p.validate(),
+            Self::Camera(p) => p.validate(),
             Self::MotionBlur(p) => p.validate(),
             Self::Shake(p) => p.validate(),
             Self::Rain(p) => p.validate(),
@@ -43,6 +47,7 @@ impl Degradation {
         match self {
             Self::Awgn(p) => Ok(awgn(img, p, rng).0),
             Self::CorrelatedNoise(p) => correlated_noise(img, p, rng),
+            Self::Camera(p) => camera_noise(img, p, rng),
             Self::MotionBlur(p) => p.apply(img, rng),
             Self::Shake(p) => p.apply(img, rng),
             Self::Rain(p) => p.apply(img, rng),
@@ -55,6 +60,7 @@ impl Degradation {
         match self {
             Self::Awgn(_) => "awgn",
             Self::CorrelatedNoise(_) => "correlated_noise",
+            Self::Camera(_) => "camera",
             Self::MotionBlur(_) => "motion_blur",
             Self::Shake(_) => "shake",
             Self::Rain(_) => "rain",
@@ -69,8 +75,8 @@ impl Degradation {
 }
 
 impl Degradation {
-    /// The denoising presets' target ("real") domain: [`CorrelatedNoiseParams::camera_proxy`].
+    /// The denoising presets' target ("real") domain: [`CameraParams::camera`].
     pub fn denoise_target() -> Self {
-        Self::CorrelatedNoise(CorrelatedNoiseParams::camera_proxy())
+        Self::Camera(CameraParams::camera())
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod data;
 pub mod eval;
 pub mod experiment;
 pub mod restore;

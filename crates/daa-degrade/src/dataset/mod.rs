@@ -1,9 +1,11 @@
 //! Datasets: paired folders, unpaired folders, and clean photos plus a degradation.
 
+mod layouts;
 mod paired;
 mod synthetic;
 mod unpaired;
 
+pub use layouts::{Layout, LayoutPair, PairImage, Split};
 pub use paired::PairedFolder;
 pub use synthetic::SyntheticPairs;
 pub use unpaired::UnpairedFolder;
@@ -126,6 +128,21 @@ impl CachedFile {
         Self {
             path,
             cached: OnceLock::new(),
+        }
+    }
+
+    /// An image already decoded (from a container file); `path` names it in messages.
+    fn in_memory(path: PathBuf, img: Image) -> Self {
+        let cached = OnceLock::new();
+        let _ = cached.set(img);
+        Self { path, cached }
+    }
+
+    /// The pixel size, from the cache or the file header.
+    fn size(&self) -> Result<(usize, usize)> {
+        match self.cached.get() {
+            Some(img) => Ok((img.width(), img.height())),
+            None => probe(&self.path),
         }
     }
 

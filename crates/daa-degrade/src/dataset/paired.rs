@@ -104,6 +104,65 @@ impl PairedFolder {
         })
     }
 
+    /// Opens a list of pairs, e.g. a dataset layout's ([`crate::Layout::pairs`]), with the
+    /// checks of [`PairedFolder::open`] (readable headers, equal sizes, unique names).
+    /// `root` names the dataset in messages.
+    pub fn from_pairs(
+        root: impl AsRef<Path>,
+        list: Vec<crate::LayoutPair>,
+        augment: bool,
+        policy: SmallImagePolicy,
+        cache: bool,
+    ) -> Result<Self> {
+        let root = root.as_ref();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut pairs = Vec::with_capacity(list.len());
+        for p in list {
+            if !seen.insert(p.name.clone()) {
+                return Err(Error::Dataset {
+                    path: root.to_path_buf(),
+                    reason: format!("two pairs share the name {:?}", p.name),
+                });
+            }
+            let file = |side: crate::PairImage, tag: &str| match side {
+                crate::PairImage::File(path) => CachedFile::new(path),
+                crate::PairImage::Memory(img) => {
+                    CachedFile::in_memory(root.join(format!("{}:{tag}", p.name)), img)
+                }
+            };
+            let (i, t) = (file(p.input, "input"), file(p.target, "target"));
+            let (isz, tsz) = (i.size()?, t.size()?);
+            if isz != tsz {
+                return Err(Error::Dataset {
+                    path: i.path.clone(),
+                    reason: format!(
+                        "pair {:?} differs in size: input {}x{}, target {}x{}",
+                        p.name, isz.0, isz.1, tsz.0, tsz.1
+                    ),
+                });
+            }
+            pairs.push((p.name, i, t));
+        }
+        if pairs.is_empty() {
+            return Err(Error::Dataset {
+                path: root.to_path_buf(),
+                reason: "no pairs".into(),
+            });
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            pairs,
+            augment,
+            policy,
+            cache,
+        })
+    }
+
+    /// The whole pair `index` (modulo the length) and its name.
+    pub fn pair(&self, index: usize) -> Result<(Image, Image, String)> {
+        self.load(index)
+    }
+
     /// The pair names (file stems), in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.pairs.iter().map(|p| p.0.as_str())
