@@ -4,6 +4,7 @@
 mod bench;
 mod ci;
 mod experiment;
+mod plot;
 mod reproduce;
 mod train;
 

@@ -72,7 +72,8 @@ impl EvalReport {
 /// Restores every pair of `data` with `net` and scores input and output against the target.
 /// Image `i`'s degradation (for synthetic data) uses `sample_rng(seed, 0, i)`, so every method
 /// evaluated with the same seed sees the same inputs. With `save_dir`, the restored images
-/// are written there as PNG.
+/// are written there as PNG, the degraded inputs and ground truths into its `input/` and
+/// `gt/` subfolders under the same names.
 pub fn evaluate(
     net: &Backbone,
     data: &dyn PairSource,
@@ -108,6 +109,11 @@ pub fn evaluate(
         if let Some(dir) = save_dir {
             std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
             save_image(dir.join(format!("{name}.png")), &restored)?;
+            for (sub, img) in [("input", &input), ("gt", &target)] {
+                let d = dir.join(sub);
+                std::fs::create_dir_all(&d).map_err(|e| crate::Error::io(&d, e))?;
+                save_image(d.join(format!("{name}.png")), img)?;
+            }
         }
         images.push(ImageScores {
             name,

@@ -73,12 +73,13 @@ impl Args {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        println!(
-            "{} pairs of {layout:?} ({split:?}) in {:?} and {:?}",
-            pairs.len(),
-            dir_in,
-            dir_gt
-        );
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "{} pairs of {layout:?} ({split:?}) in {dir_in:?} and {dir_gt:?}",
+                pairs.len()
+            );
+        }
         Ok(())
     }
 }

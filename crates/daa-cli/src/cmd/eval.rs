@@ -47,7 +47,8 @@ pub struct Args {
     /// Seed of the degradation of synthetic pairs.
     #[arg(long, default_value_t = 2024)]
     seed: u64,
-    /// Write restored images into this folder.
+    /// Write restored images into this folder (degraded inputs and ground truths into its
+    /// input/ and gt/ subfolders).
     #[arg(long)]
     save_dir: Option<PathBuf>,
 }
