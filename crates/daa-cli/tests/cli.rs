@@ -340,9 +340,35 @@ fn data_prepare_flattens_a_layout_for_eval() {
         assert_eq!(n, 6, "{side}");
     }
     let img = image::open(out_dir.join("target/01_02.png")).map(|i| i.to_rgb8());
+    assert!(img
+        .is_ok_and(|i| i.dimensions() == (12, 16) && i.get_pixel(4, 3).0[1] == 12 + 21 + 12 + 50));
+    // The prepared pairs serve as a training run's held-out set.
+    let run = dir.path().join("run");
+    let trained = daa(&[
+        "train",
+        "--preset",
+        "smoke",
+        "--steps",
+        "1",
+        "--run-dir",
+        p(&run),
+        "--test-input",
+        p(&out_dir.join("input")),
+        "--test-target",
+        p(&out_dir.join("target")),
+    ]);
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap_or_default())
+            .unwrap_or_default();
     assert!(
-        img.is_ok_and(|i| i.dimensions() == (5, 4) && i.get_pixel(4, 3).0[1] == 12 + 21 + 12 + 50)
+        cfg["eval"]["data"]["input_dir"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("input")),
+        "{cfg}"
     );
+    let report = std::fs::read_to_string(run.join("eval.md")).unwrap_or_default();
+    assert!(report.contains("01_02"), "{report}");
     // Preparing into a folder that is not empty is refused; a wrong split names the layout.
     let again = daa(&[
         "data",

@@ -126,7 +126,7 @@ fn sidd_medium_and_rain13k_pair_by_name() -> R {
 
 #[test]
 fn sidd_validation_blocks_are_read_from_the_mat_files() -> R {
-    // Fixture from scripts/make_sidd_fixture.py: shape (2, 3, 4, 5, 3), values encode indices.
+    // Fixture from scripts/make_sidd_fixture.py: shape (2, 3, 16, 12, 3), values encode indices.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sidd_val");
     let pairs = Layout::SiddVal.pairs(&root, Split::Test)?;
     assert_eq!(pairs.len(), 6);
@@ -134,8 +134,8 @@ fn sidd_validation_blocks_are_read_from_the_mat_files() -> R {
     let names: Vec<&str> = folder.names().collect();
     assert_eq!(names[5], "01_02");
     let (noisy, gt, _) = folder.pair(5)?; // a = 1, b = 2
-    assert_eq!((gt.width(), gt.height()), (5, 4));
-    for (c, y, x) in [(0, 0, 0), (1, 3, 4), (2, 2, 1)] {
+    assert_eq!((gt.width(), gt.height()), (12, 16));
+    for (c, y, x) in [(0, 0, 0), (1, 15, 11), (2, 2, 1)] {
         let want = ((10 + 2 + 7 * y + 3 * x + 50 * c) % 256) as f32 / 255.0;
         assert!((gt.get(c, y, x) - want).abs() < 1e-6, "{c} {y} {x}");
         assert!((noisy.get(c, y, x) - want - 1.0 / 255.0).abs() < 1e-6);

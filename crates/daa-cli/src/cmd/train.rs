@@ -52,8 +52,14 @@ pub struct Args {
     #[arg(long, requires = "train_input")]
     train_target: Option<PathBuf>,
     /// Evaluate on clean held-out photos from this folder (degraded like the training data).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "test_input")]
     test_clean: Option<PathBuf>,
+    /// Or evaluate on held-out pairs: degraded inputs (e.g. `daa data prepare` output)...
+    #[arg(long, requires = "test_target")]
+    test_input: Option<PathBuf>,
+    /// ...and their clean targets, paired by file name.
+    #[arg(long, requires = "test_input")]
+    test_target: Option<PathBuf>,
     /// Training method: vanilla (source pairs only), da (noise-space adaptation), da-ex.
     #[arg(long)]
     method: Option<String>,
@@ -222,6 +228,12 @@ impl Args {
             cfg.eval.data = DataSpec::Synthetic {
                 clean_dir: dir.clone(),
                 degradation,
+            };
+        }
+        if let (Some(i), Some(t)) = (&self.test_input, &self.test_target) {
+            cfg.eval.data = DataSpec::Paired {
+                input_dir: i.clone(),
+                target_dir: t.clone(),
             };
         }
         cfg.validate()?;
