@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::{condition, q_sample, swap_mask, swap_slots, CondUNet, NoiseSchedule};
+use crate::{q_sample, swap_mask, CondUNet, NoiseSchedule};
 
 /// Which form of the method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -183,9 +183,14 @@ impl AdaptationLoss {
                 } else {
                     vec![false; b]
                 };
-                let (sa, sb) =
-                    swap_slots(&to_diffusion_space(a)?, &to_diffusion_space(bb)?, &mask)?;
-                let pred = net.forward_t(&condition(&y_noisy, &sa, &sb)?, &gamma, train)?;
+                // swap_slots + condition, fused (daa-kernels; same values and gradients).
+                let cond = daa_kernels::swap_condition(
+                    &y_noisy,
+                    &to_diffusion_space(a)?,
+                    &to_diffusion_space(bb)?,
+                    &mask,
+                )?;
+                let pred = net.forward_t(&cond, &gamma, train)?;
                 Ok((mse(&pred)?, mask))
             };
         let restored_s = (x.source_input + x.source_residual)?;

@@ -98,5 +98,42 @@ fn group_norm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv, group_norm);
+fn swap_condition(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let var = |shape: (usize, usize, usize, usize)| {
+        Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (y, a, b) = (
+        var((8, 3, 48, 48)),
+        var((8, 3, 48, 48)),
+        var((8, 3, 48, 48)),
+    );
+    let swap = [true, false, true, true, false, false, true, false];
+    let mut g = c.benchmark_group("cpu_swap_condition_f32_8x3x48x48");
+    g.sample_size(20);
+    g.bench_function("daa_fwd_bwd", |bn| {
+        bn.iter_custom(|n| {
+            time(n, || {
+                daa_kernels::swap_condition(&y, &a, &b, &swap)?
+                    .sum_all()?
+                    .backward()
+                    .map(|_| ())
+            })
+        })
+    });
+    g.bench_function("reference_fwd_bwd", |bn| {
+        bn.iter_custom(|n| {
+            time(n, || {
+                daa_kernels::swap_condition_reference(&y, &a, &b, &swap)?
+                    .sum_all()?
+                    .backward()
+                    .map(|_| ())
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conv, group_norm, swap_condition);
 criterion_main!(benches);

@@ -23,6 +23,8 @@
 
 mod conv;
 mod group_norm;
+mod slots;
 
 pub use conv::{col2im, conv2d, im2col, Conv2d, Conv2dGeometry};
 pub use group_norm::{group_norm, group_norm_reference};
+pub use slots::{swap_condition, swap_condition_reference};
