@@ -224,7 +224,7 @@ impl TrainConfig {
     /// The README's main job: denoising adaptation on the embedded photos, on a CPU.
     ///
     /// Source pairs: AWGN sigma ~ U[0, 75]/255 (the paper) on the 12 training photos. Target
-    /// ("real") inputs: the camera-noise proxy ([`Degradation::denoise_target`]) on the same
+    /// ("real") inputs: camera-pipeline noise ([`Degradation::denoise_target`]) on the same
     /// photos, 2 variants each, clean versions never read. Evaluation: the 4 held-out photos with
     /// the target degradation. CPU-sized U-Net restorer and CondUNet, 48x48 patches, batch 8,
     /// 200 steps, lr 1e-3 (the paper's 1e-4 is for 100x longer runs), lambda ramped over the
