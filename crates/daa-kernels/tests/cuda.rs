@@ -14,7 +14,11 @@ fn gpu() -> Device {
 fn close(a: &Tensor, b: &Tensor, tol: f64) -> candle_core::Result<()> {
     let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
     let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-    let d = (&a - &b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+    let d = (&a - &b)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f64>()?;
     let s = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?.max(1.0);
     assert!(d <= tol * s, "max difference {d} (scale {s})");
     Ok(())
