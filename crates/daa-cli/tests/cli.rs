@@ -395,3 +395,36 @@ fn data_prepare_flattens_a_layout_for_eval() {
     ]);
     assert!(!train.status.success() && stderr(&train).contains("no train split"));
 }
+
+#[test]
+fn held_out_images_too_small_for_ssim_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for side in ["input", "target"] {
+        let d = dir.path().join(side);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        odd_image(9, 30)
+            .save(d.join("a.png"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let run = dir.path().join("run");
+    let out = daa(&[
+        "train",
+        "--preset",
+        "smoke",
+        "--steps",
+        "2",
+        "--run-dir",
+        p(&run),
+        "--test-input",
+        p(&dir.path().join("input")),
+        "--test-target",
+        p(&dir.path().join("target")),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("at least 11x11") && err.contains("9x30"),
+        "{err}"
+    );
+    assert!(!run.join("restorer-2.safetensors").exists(), "no step ran");
+}

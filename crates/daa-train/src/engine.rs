@@ -246,6 +246,18 @@ pub fn train_until(
     // Open (and so check) every dataset before anything is written or trained.
     let source = open_pairs(&cfg.train_data, cfg, cfg.augment)?;
     let eval_data = open_pairs(&cfg.eval.data, cfg, false)?;
+    // SSIM's 11x11 window must fit every held-out image: say so now, not at the first eval.
+    if let Some((w, h)) = eval_data.smallest_size()? {
+        let border = 2 * cfg.eval.metric.crop_border;
+        if w < 11 + border || h < 11 + border {
+            return Err(Error::Config(format!(
+                "held-out images must be at least {0}x{0} pixels (SSIM's 11x11 window after a \
+                 crop border of {1}); the smallest is {w}x{h}",
+                11 + border,
+                cfg.eval.metric.crop_border
+            )));
+        }
+    }
     let mut target = match (&cfg.adaptation.target, adapt) {
         (TargetSpec::Folder { dir }, true) => Some(UnpairedFolder::open(
             dir,

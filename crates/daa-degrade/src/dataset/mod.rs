@@ -33,6 +33,24 @@ pub trait PairSource: Send + Sync {
     fn patch(&self, index: usize, patch: usize, rng: &mut ChaCha8Rng) -> Result<(Image, Image)>;
     /// The whole pair `index` and its name, for evaluation.
     fn full(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<(Image, Image, String)>;
+    /// The smallest width and the smallest height among the whole images (from file headers,
+    /// nothing decoded), or `None` when the source cannot tell without decoding.
+    fn smallest_size(&self) -> Result<Option<(usize, usize)>> {
+        Ok(None)
+    }
+}
+
+/// Smallest width and height of `files`.
+fn smallest<'a>(files: impl Iterator<Item = &'a CachedFile>) -> Result<Option<(usize, usize)>> {
+    let mut out: Option<(usize, usize)> = None;
+    for f in files {
+        let (w, h) = f.size()?;
+        out = Some(match out {
+            Some((a, b)) => (a.min(w), b.min(h)),
+            None => (w, h),
+        });
+    }
+    Ok(out)
 }
 
 /// Stacks same-size images into a `(B, 3, H, W)` CPU tensor.

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{list_images, probe, stem, CachedFile, PairSource};
+use super::{list_images, probe, smallest, stem, CachedFile, PairSource};
 use crate::{random_crop, Error, Image, Result, SmallImagePolicy};
 
 /// Two folders of aligned images, `input/NAME.*` with `target/NAME.*`, paired by file stem.
@@ -195,5 +195,9 @@ impl PairSource for PairedFolder {
 
     fn full(&self, index: usize, _rng: &mut ChaCha8Rng) -> Result<(Image, Image, String)> {
         self.load(index)
+    }
+
+    fn smallest_size(&self) -> Result<Option<(usize, usize)>> {
+        smallest(self.pairs.iter().map(|p| &p.1))
     }
 }

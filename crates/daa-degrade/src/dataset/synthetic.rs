@@ -46,4 +46,8 @@ impl PairSource for SyntheticPairs {
         let degraded = self.degradation.apply(&clean, rng)?;
         Ok((degraded, clean, name))
     }
+
+    fn smallest_size(&self) -> Result<Option<(usize, usize)>> {
+        self.clean.smallest_size()
+    }
 }

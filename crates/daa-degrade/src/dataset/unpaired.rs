@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{list_images, probe, stem, CachedFile};
+use super::{list_images, probe, smallest, stem, CachedFile};
 use crate::{random_crop, Error, Image, Result, SmallImagePolicy};
 
 /// A folder of images with no partners: clean photos to degrade, or real degraded inputs.
@@ -58,6 +58,11 @@ impl UnpairedFolder {
     pub fn image(&self, index: usize) -> Result<(Image, String)> {
         let f = &self.files[index % self.files.len()];
         Ok((f.load(self.cache)?, stem(&f.path)))
+    }
+
+    /// The smallest width and height among the images (from their headers).
+    pub fn smallest_size(&self) -> Result<Option<(usize, usize)>> {
+        smallest(self.files.iter())
     }
 
     /// A random crop of image `index`, augmented when the folder was opened with `augment`.
