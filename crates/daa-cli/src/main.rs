@@ -24,6 +24,10 @@ struct Cli {
     /// Log more (-v: info, -vv: debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// CPU threads for tensor ops (default: RAYON_NUM_THREADS / CANDLE_NUM_THREADS, else one
+    /// per core). Several runs side by side on a small machine go faster with 1 each.
+    #[arg(short = 'j', long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -48,6 +52,13 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // candle reads these when its thread pool and gemm first run, which is after this
+        // point; nothing else runs yet, so setting the environment is race-free.
+        let n = n.max(1).to_string();
+        std::env::set_var("RAYON_NUM_THREADS", &n);
+        std::env::set_var("CANDLE_NUM_THREADS", &n);
+    }
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",

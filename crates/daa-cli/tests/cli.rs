@@ -428,3 +428,21 @@ fn held_out_images_too_small_for_ssim_are_refused_before_training() {
     );
     assert!(!run.join("restorer-2.safetensors").exists(), "no step ran");
 }
+
+#[test]
+fn threads_flag_sets_the_tensor_thread_count() {
+    let out = daa(&[
+        "-j",
+        "1",
+        "bench",
+        "--methods",
+        "vanilla",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(line.contains("\"threads\":1"), "{line}");
+}
