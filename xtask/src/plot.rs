@@ -85,8 +85,8 @@ pub fn line_chart(
     y_name: &str,
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Result<()> {
-    let (w, h) = (720u32, 420u32);
-    let (left, right, top, bottom) = (70.0, 170.0, 40.0, 50.0);
+    let (w, h) = (760u32, 420u32);
+    let (left, right, top, bottom) = (70.0, 210.0, 44.0, 50.0);
     let mut img = RgbImage::from_pixel(w, h, WHITE);
     let pts = series
         .iter()
@@ -148,7 +148,7 @@ pub fn line_chart(
         );
         text(&mut img, lx + 24, ly, name, BLACK, 1);
     }
-    text(&mut img, left as i64, 12, title, BLACK, 2);
+    text(&mut img, left as i64, 4, title, BLACK, 2);
     text(
         &mut img,
         (left + pw / 2.0) as i64 - 4 * x_name.len() as i64,
@@ -157,7 +157,7 @@ pub fn line_chart(
         BLACK,
         1,
     );
-    text(&mut img, 4, top as i64 - 16, y_name, BLACK, 1);
+    text(&mut img, 4, top as i64 - 14, y_name, BLACK, 1);
     img.save(path).with_context(|| format!("writing {path:?}"))
 }
 
