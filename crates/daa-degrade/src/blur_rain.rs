@@ -16,7 +16,7 @@ pub(crate) fn draw(r: [f32; 2], rng: &mut impl Rng) -> f32 {
     }
 }
 
-fn ordered(name: &str, r: [f32; 2], lo: f32, hi: f32) -> Result<()> {
+pub(crate) fn ordered(name: &str, r: [f32; 2], lo: f32, hi: f32) -> Result<()> {
     if r[0].is_finite() && r[1].is_finite() && lo <= r[0] && r[0] <= r[1] && r[1] <= hi {
         Ok(())
     } else {

@@ -12,7 +12,8 @@
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::blur_rain::{draw, jpeg_ok, maybe_jpeg, to_linear, to_srgb};
+use crate::blur_rain::{draw, jpeg_ok, maybe_jpeg, ordered, to_linear, to_srgb};
+use crate::correlated_noise::{gaussian_kernel, separable_blur};
 use crate::{Error, Image, Result};
 
 /// Parameters of the camera pipeline ([`camera_noise`]).
@@ -69,20 +70,11 @@ impl CameraParams {
 
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
-        let ordered = |name: &str, r: [f32; 2], lo: f32, hi: f32| {
-            if r[0].is_finite() && r[1].is_finite() && lo <= r[0] && r[0] <= r[1] && r[1] <= hi {
-                Ok(())
-            } else {
-                Err(Error::Param(format!(
-                    "camera {name} range {r:?} must satisfy {lo} <= lo <= hi <= {hi}"
-                )))
-            }
-        };
-        ordered("shot", self.shot, 1e-7, 1.0)?;
-        ordered("brightness", self.brightness, 0.1, 10.0)?;
-        ordered("red_gain", self.red_gain, 0.1, 10.0)?;
-        ordered("blue_gain", self.blue_gain, 0.1, 10.0)?;
-        ordered("chroma_blur", self.chroma_blur, 0.0, 5.0)?;
+        ordered("camera shot", self.shot, 1e-7, 1.0)?;
+        ordered("camera brightness", self.brightness, 0.1, 10.0)?;
+        ordered("camera red_gain", self.red_gain, 0.1, 10.0)?;
+        ordered("camera blue_gain", self.blue_gain, 0.1, 10.0)?;
+        ordered("camera chroma_blur", self.chroma_blur, 0.0, 5.0)?;
         if !(0.0..=2.0).contains(&self.read_jitter) || !(0.0..=0.5).contains(&self.color_mix) {
             return Err(Error::Param(format!(
                 "camera read_jitter must be in [0, 2] and color_mix in [0, 0.5]: {self:?}"
@@ -295,40 +287,12 @@ fn blur_chroma(img: &mut [f32], w: usize, h: usize, sigma: f32) {
     }
 }
 
-/// Separable Gaussian blur of one plane with reflected borders (kernel radius 3 sigma).
+/// Gaussian blur of one plane (kernel normalised to sum 1, reflected borders).
 fn gaussian_blur(x: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
-    let radius = (3.0 * sigma).ceil() as isize;
-    let mut k: Vec<f32> = (-radius..=radius)
-        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect();
+    let mut k = gaussian_kernel(sigma);
     let sum: f32 = k.iter().sum();
     k.iter_mut().for_each(|v| *v /= sum);
-    let refl = |i: isize, n: usize| -> usize {
-        let n = n as isize;
-        let m = i.rem_euclid(2 * n);
-        (if m < n { m } else { 2 * n - 1 - m }) as usize
-    };
-    let mut tmp = vec![0f32; w * h];
-    for yy in 0..h {
-        for xx in 0..w {
-            tmp[yy * w + xx] = k
-                .iter()
-                .enumerate()
-                .map(|(j, kv)| kv * x[yy * w + refl(xx as isize + j as isize - radius, w)])
-                .sum();
-        }
-    }
-    let mut out = vec![0f32; w * h];
-    for yy in 0..h {
-        for xx in 0..w {
-            out[yy * w + xx] = k
-                .iter()
-                .enumerate()
-                .map(|(j, kv)| kv * tmp[refl(yy as isize + j as isize - radius, h) * w + xx])
-                .sum();
-        }
-    }
-    out
+    separable_blur(x, w, h, &k, 1.0)
 }
 
 #[cfg(test)]

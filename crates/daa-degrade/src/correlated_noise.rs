@@ -67,13 +67,25 @@ fn correlated_field(w: usize, h: usize, sigma: f32, rng: &mut impl Rng) -> Vec<f
     if sigma <= 0.0 {
         return white;
     }
-    let radius = (3.0 * sigma).ceil() as isize;
-    let k: Vec<f32> = (-radius..=radius)
-        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    // Separable blur with reflected borders; the 2-D kernel is k x k, so the output variance
-    // is (sum k^2)^2 times the input's: divide by sum k^2 (once per pass).
+    let k = gaussian_kernel(sigma);
+    // The 2-D kernel is k x k, so the output variance is (sum k^2)^2 times the input's:
+    // divide by sqrt(sum k^2) once per pass.
     let norm = k.iter().map(|v| v * v).sum::<f32>().sqrt();
+    separable_blur(&white, w, h, &k, norm)
+}
+
+/// The unnormalised Gaussian `exp(-i^2 / (2 sigma^2))` for `i` in `-r..=r`, `r = ceil(3 sigma)`.
+pub(crate) fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let radius = (3.0 * sigma).ceil() as isize;
+    (-radius..=radius)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect()
+}
+
+/// Convolves a `w x h` plane with the odd-length kernel `k` along rows, then columns, with
+/// reflected borders, dividing each pass's sums by `div`.
+pub(crate) fn separable_blur(x: &[f32], w: usize, h: usize, k: &[f32], div: f32) -> Vec<f32> {
+    let radius = (k.len() / 2) as isize;
     let refl = |i: isize, n: usize| -> usize {
         let n = n as isize;
         let m = i.rem_euclid(2 * n);
@@ -81,22 +93,22 @@ fn correlated_field(w: usize, h: usize, sigma: f32, rng: &mut impl Rng) -> Vec<f
     };
     let mut tmp = vec![0f32; w * h];
     for y in 0..h {
-        for x in 0..w {
+        for xx in 0..w {
             let mut s = 0.0;
             for (j, kv) in k.iter().enumerate() {
-                s += kv * white[y * w + refl(x as isize + j as isize - radius, w)];
+                s += kv * x[y * w + refl(xx as isize + j as isize - radius, w)];
             }
-            tmp[y * w + x] = s / norm;
+            tmp[y * w + xx] = s / div;
         }
     }
     let mut out = vec![0f32; w * h];
     for y in 0..h {
-        for x in 0..w {
+        for xx in 0..w {
             let mut s = 0.0;
             for (j, kv) in k.iter().enumerate() {
-                s += kv * tmp[refl(y as isize + j as isize - radius, h) * w + x];
+                s += kv * tmp[refl(y as isize + j as isize - radius, h) * w + xx];
             }
-            out[y * w + x] = s / norm;
+            out[y * w + xx] = s / div;
         }
     }
     out

@@ -123,7 +123,7 @@ fn col2im_one<T: Copy + Default + std::ops::AddAssign>(
     }
 }
 
-fn contiguous_slice<'a, T>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
+pub(crate) fn contiguous_slice<'a, T>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s[a..b]),
         None => candle_core::bail!("daa_kernels: input must be contiguous"),

@@ -4,6 +4,7 @@
 //! activation on the CPU, and its backward doubles that; in the diffusion U-Net it cost more
 //! than the convolutions. Here forward is one pass per group and backward two.
 
+use crate::conv::contiguous_slice;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -76,13 +77,6 @@ mod num {
     }
 }
 
-fn slice<'a, T>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => candle_core::bail!("group_norm: inputs must be contiguous"),
-    }
-}
-
 fn forward<T: num::Float>(
     x: &[T],
     gamma: &[T],
@@ -134,9 +128,9 @@ impl CustomOp3 for GroupNormOp {
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(be)) => {
                 CpuStorage::F32(forward(
-                    slice(x, l1)?,
-                    slice(g, l2)?,
-                    slice(be, l3)?,
+                    contiguous_slice(x, l1)?,
+                    contiguous_slice(g, l2)?,
+                    contiguous_slice(be, l3)?,
                     b,
                     c,
                     self.groups,
@@ -145,9 +139,9 @@ impl CustomOp3 for GroupNormOp {
             }
             (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(be)) => {
                 CpuStorage::F64(forward(
-                    slice(x, l1)?,
-                    slice(g, l2)?,
-                    slice(be, l3)?,
+                    contiguous_slice(x, l1)?,
+                    contiguous_slice(g, l2)?,
+                    contiguous_slice(be, l3)?,
                     b,
                     c,
                     self.groups,

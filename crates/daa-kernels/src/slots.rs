@@ -5,6 +5,7 @@
 //! a concatenation, forward, and as many passes backward; a DA step builds it twice. Here it is
 //! one copy forward and one copy backward (the backward of a slot swap is the same swap).
 
+use crate::conv::contiguous_slice;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 
 /// The reference from candle ops: per sample `i`, `cat[y[i], b[i], a[i]]` where `swap[i]`,
@@ -62,13 +63,6 @@ struct SwapCat {
     swap: Vec<bool>,
 }
 
-fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&s[start..end]),
-        None => candle_core::bail!("swap_condition: non-contiguous input"),
-    }
-}
-
 /// Per sample: `y` plane block, then the two slots in swapped or natural order.
 fn swap_cat<T: Copy>(y: &[T], a: &[T], b: &[T], swap: &[bool], ny: usize, ns: usize) -> Vec<T> {
     let mut out = Vec::with_capacity(y.len() + a.len() + b.len());
@@ -102,9 +96,9 @@ impl CustomOp3 for SwapCat {
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(y), CpuStorage::F32(a), CpuStorage::F32(b)) => {
                 CpuStorage::F32(swap_cat(
-                    contiguous(y, l1)?,
-                    contiguous(a, l2)?,
-                    contiguous(b, l3)?,
+                    contiguous_slice(y, l1)?,
+                    contiguous_slice(a, l2)?,
+                    contiguous_slice(b, l3)?,
                     &self.swap,
                     ny,
                     ns,
@@ -112,9 +106,9 @@ impl CustomOp3 for SwapCat {
             }
             (CpuStorage::F64(y), CpuStorage::F64(a), CpuStorage::F64(b)) => {
                 CpuStorage::F64(swap_cat(
-                    contiguous(y, l1)?,
-                    contiguous(a, l2)?,
-                    contiguous(b, l3)?,
+                    contiguous_slice(y, l1)?,
+                    contiguous_slice(a, l2)?,
+                    contiguous_slice(b, l3)?,
                     &self.swap,
                     ny,
                     ns,
@@ -179,8 +173,12 @@ impl CustomOp1 for SwapHalves {
         let (_, c2, h, w) = l.shape().dims4()?;
         let half = c2 / 2 * h * w;
         let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(swap_halves(contiguous(x, l)?, &self.swap, half)),
-            CpuStorage::F64(x) => CpuStorage::F64(swap_halves(contiguous(x, l)?, &self.swap, half)),
+            CpuStorage::F32(x) => {
+                CpuStorage::F32(swap_halves(contiguous_slice(x, l)?, &self.swap, half))
+            }
+            CpuStorage::F64(x) => {
+                CpuStorage::F64(swap_halves(contiguous_slice(x, l)?, &self.swap, half))
+            }
             _ => candle_core::bail!("swap_condition: f32 or f64 gradient expected"),
         };
         Ok((out, l.shape().clone()))
