@@ -1,9 +1,10 @@
 //! The noise-space adaptation loss of Denoising as Adaptation (METHOD.md section 2).
 
 use candle_core::{DType, Device, Result, Tensor};
-use rand::Rng;
+use rand::{Rng, RngCore};
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::unet::reborrow;
 use crate::{q_sample, swap_mask, CondUNet, NoiseSchedule};
 
 /// Which form of the method.
@@ -137,15 +138,16 @@ impl AdaptationLoss {
         &self.cfg
     }
 
-    /// One evaluation of the loss with network `net` (dropout on when `train`). Noise levels,
-    /// noise and swap masks come from `rng`; both passes share them (same `y_noisy`, `gamma`,
-    /// `eps`). Nothing is detached: gradients flow into `net` and into both residuals.
+    /// One evaluation of the loss with network `net`. Noise levels, noise and swap masks come
+    /// from `rng`; both passes share them (same `y_noisy`, `gamma`, `eps`). Training mode:
+    /// `dropout` is the RNG of `net`'s dropout masks (`None`: no dropout). The same seeds give
+    /// the same result. Nothing is detached: gradients flow into `net` and into both residuals.
     pub fn compute(
         &self,
         net: &CondUNet,
         x: &AdaptationInputs,
         rng: &mut impl Rng,
-        train: bool,
+        mut dropout: Option<&mut dyn RngCore>,
     ) -> Result<AdaptationParts> {
         let (b, _, _, _) = x.clean.dims4()?;
         for (name, t) in [
@@ -176,26 +178,29 @@ impl AdaptationLoss {
         let gamma = gamma.to_dtype(clean.dtype())?;
 
         let mse = |pred: &Tensor| -> Result<Tensor> { (&eps - pred)?.sqr()?.mean_all() };
-        let pass =
-            |a: &Tensor, bb: &Tensor, rng: &mut dyn rand::RngCore| -> Result<(Tensor, Vec<bool>)> {
-                let mask = if self.cfg.shuffle {
-                    swap_mask(b, rng)
-                } else {
-                    vec![false; b]
-                };
-                // swap_slots + condition, fused (daa-kernels; same values and gradients).
-                let cond = daa_kernels::swap_condition(
-                    &y_noisy,
-                    &to_diffusion_space(a)?,
-                    &to_diffusion_space(bb)?,
-                    &mask,
-                )?;
-                let pred = net.forward_t(&cond, &gamma, train)?;
-                Ok((mse(&pred)?, mask))
+        let pass = |a: &Tensor,
+                    bb: &Tensor,
+                    rng: &mut dyn RngCore,
+                    dropout: Option<&mut dyn RngCore>|
+         -> Result<(Tensor, Vec<bool>)> {
+            let mask = if self.cfg.shuffle {
+                swap_mask(b, rng)
+            } else {
+                vec![false; b]
             };
+            // swap_slots + condition, fused (daa-kernels; same values and gradients).
+            let cond = daa_kernels::swap_condition(
+                &y_noisy,
+                &to_diffusion_space(a)?,
+                &to_diffusion_space(bb)?,
+                &mask,
+            )?;
+            let pred = net.forward_t(&cond, &gamma, dropout)?;
+            Ok((mse(&pred)?, mask))
+        };
         let restored_s = (x.source_input + x.source_residual)?;
         let restored_r = (x.target_input + x.target_residual)?;
-        let (d_pos, pos_swapped) = pass(&restored_s, &restored_r, rng)?;
+        let (d_pos, pos_swapped) = pass(&restored_s, &restored_r, rng, reborrow(&mut dropout))?;
         let negative = self.cfg.contrastive && self.cfg.variant == Variant::Paired;
         if !negative {
             return Ok(AdaptationParts {
@@ -210,7 +215,7 @@ impl AdaptationLoss {
         }
         let neg_s = (x.source_input + x.target_residual)?;
         let neg_r = (x.target_input + x.source_residual)?;
-        let (d_neg, neg_swapped) = pass(&neg_s, &neg_r, rng)?;
+        let (d_neg, neg_swapped) = pass(&neg_s, &neg_r, rng, dropout)?;
         let hinge = contrastive_hinge(&d_pos, &d_neg, self.cfg.margin)?;
         let noise = ((&d_pos + &hinge)? * 0.5)?;
         Ok(AdaptationParts {

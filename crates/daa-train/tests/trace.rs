@@ -53,10 +53,6 @@ fn config(method: Method) -> TrainConfig {
     cfg.checkpoint_every = 2;
     cfg.keep_last = 5;
     cfg.method = method;
-    cfg.adaptation.loss.variant = match method {
-        Method::DaEx => daa_diffusion::Variant::Ex,
-        _ => daa_diffusion::Variant::Paired,
-    };
     cfg
 }
 
@@ -92,8 +88,14 @@ fn tensor_hash(path: &Path) -> String {
 /// scores (as exact decimal strings of the `f64`s).
 fn trace(method: Method) -> Value {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let summary = train(&config(method), dir.path(), &Device::Cpu, false, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{method:?}: {e}"));
+    let summary = train(
+        &config(method),
+        dir.path(),
+        &Device::Cpu,
+        false,
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("{method:?}: {e}"));
     let text = std::fs::read_to_string(dir.path().join("metrics.jsonl"))
         .unwrap_or_else(|e| panic!("metrics.jsonl: {e}"));
     let metrics: Vec<Value> = text
