@@ -1,4 +1,4 @@
-//! The noise-space adaptation loss of Denoising as Adaptation (METHOD.md section 2).
+//! The noise-space adaptation loss of Denoising as Adaptation (docs/method.md section 2).
 
 use candle_core::{DType, Device, Result, Tensor};
 use rand::Rng;
@@ -183,7 +183,7 @@ impl AdaptationLoss {
                 } else {
                     vec![false; b]
                 };
-                // swap_slots + condition, fused (daa-kernels; same values and gradients).
+                // The slot swap and `cat[y_noisy, A, B]`, fused (daa-kernels).
                 let cond = daa_kernels::swap_condition(
                     &y_noisy,
                     &to_diffusion_space(a)?,

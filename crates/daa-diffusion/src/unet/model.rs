@@ -1,7 +1,7 @@
 //! `CondUNet`: the paper's conditional noise predictor D.
 //!
 //! Architecture of Palette / ADM (Saharia et al. 2022, arXiv:2111.05826; Dhariwal & Nichol 2021,
-//! arXiv:2105.05233) as configured by Denoising as Adaptation (METHOD.md section 4; reference
+//! arXiv:2105.05233) as configured by Denoising as Adaptation (docs/method.md section 4; reference
 //! github.com/KangLiao929/Noise-DA): written from that description, not translated. Tensor
 //! names are the official ones (`cond_embed.{0,2}`, `input_blocks.{i}.{j}...`, `middle_block`,
 //! `output_blocks`, `out.{0,2}`). Differences: dropout masks come from a seeded stream
