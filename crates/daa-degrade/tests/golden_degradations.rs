@@ -53,20 +53,39 @@ fn hash(img: &Image) -> u64 {
 fn each_degradation_reproduces_its_recorded_output() {
     let img = photo();
     let cases: [(Degradation, u64); 7] = [
-        (Degradation::Awgn(AwgnParams::paper()), 0xb5d9_1177_c2ed_530f),
+        (
+            Degradation::Awgn(AwgnParams::paper()),
+            0xb5d9_1177_c2ed_530f,
+        ),
         (
             Degradation::CorrelatedNoise(CorrelatedNoiseParams::camera_proxy()),
             0x78dd_e5a0_e403_596e,
         ),
-        (Degradation::Camera(CameraParams::camera()), 0x009e_ef3e_ac8a_b51b),
-        (Degradation::MotionBlur(MotionBlurParams::source()), 0x0a43_2919_93f3_6c42),
-        (Degradation::Shake(ShakeParams::target()), 0xc564_75b6_de26_96a4),
-        (Degradation::Rain(RainParams::source()), 0x7f88_cbb5_85d6_dd6b),
-        (Degradation::Storm(StormParams::target()), 0x1098_862d_fd60_3ac9),
+        (
+            Degradation::Camera(CameraParams::camera()),
+            0x009e_ef3e_ac8a_b51b,
+        ),
+        (
+            Degradation::MotionBlur(MotionBlurParams::source()),
+            0x0a43_2919_93f3_6c42,
+        ),
+        (
+            Degradation::Shake(ShakeParams::target()),
+            0xc564_75b6_de26_96a4,
+        ),
+        (
+            Degradation::Rain(RainParams::source()),
+            0x7f88_cbb5_85d6_dd6b,
+        ),
+        (
+            Degradation::Storm(StormParams::target()),
+            0x1098_862d_fd60_3ac9,
+        ),
     ];
     let mut failures = Vec::new();
     for (deg, expected) in &cases {
-        deg.validate().unwrap_or_else(|e| panic!("{}: {e}", deg.name()));
+        deg.validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", deg.name()));
         // One value per degradation: the hashes of two seeds' outputs folded together.
         let mut got = 0u64;
         for seed in [3u64, 11] {
