@@ -124,7 +124,11 @@ fn repo_paths(text: &str) -> Vec<String> {
             if text[i + len..].starts_with(['<', '*', '{']) {
                 continue;
             }
-            found.push(text[i..i + len].trim_end_matches(['.', ',', ':', ';']).to_string());
+            found.push(
+                text[i..i + len]
+                    .trim_end_matches(['.', ',', ':', ';'])
+                    .to_string(),
+            );
         }
     }
     found
@@ -162,7 +166,11 @@ fn every_doc_reference_resolves() {
     let mut problems = Vec::new();
     for file in docs.iter().chain(&code) {
         let text = read(file);
-        let shown = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        let shown = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         for path in repo_paths(&text) {
             if !root.join(&path).exists() {
                 problems.push(format!("{shown}: no file {path}"));
