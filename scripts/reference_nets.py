@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
 """The project's own PyTorch re-implementation of daa's two networks, for parity checks.
 
-Written from the paper's description (METHOD.md section 4), like the Rust code; tensor names
-are the official ones, so a state_dict of these modules has the names the authors' checkpoints
-use. Running this file regenerates the parity fixture:
+Written from the paper's description (docs/method.md section 4), like the Rust code; tensor
+names are the official ones, so a state_dict of these modules has the names the authors'
+checkpoints use. Running this file regenerates the two parity fixtures:
 
     pip install torch safetensors numpy
-    python3 scripts/reference_nets.py      # -> crates/daa-train/tests/data/parity.safetensors
+    python3 scripts/reference_nets.py
+    # -> crates/daa-backbones/tests/data/parity_unet.safetensors       (restorer U-Net)
+    # -> crates/daa-diffusion/tests/data/parity_cond_unet.safetensors  (CondUNet)
 
-The fixture holds random weights of a reduced-width restorer U-Net (width 8, depth 3) and
-CondUNet (width 16, mults 1-2, one block per level, 8 groups, heads of 16), fixed inputs, and
-the outputs of these PyTorch modules (float32, eval mode). The Rust test
-`crates/daa-train/tests/parity.rs` loads the same weights by name and must match within 1e-5.
+They hold random weights of a reduced-width restorer U-Net (width 8, depth 3) and CondUNet
+(width 16, mults 1-2, one block per level, 8 groups, heads of 16), fixed inputs, and the outputs
+of these PyTorch modules (float32, eval mode). The Rust tests
+`crates/daa-backbones/tests/parity_unet.rs` and `crates/daa-diffusion/tests/parity_cond_unet.rs`
+load the same weights by name and must match within 1e-5. The CondUNet fixture's weights are
+also the network of `crates/daa-diffusion/tests/golden_adaptation.rs`
+(scripts/golden_adaptation.py).
 """
 import math
 from pathlib import Path
@@ -194,15 +199,20 @@ def main():
     c_in = torch.randn(2, 9, 16, 24)
     gamma = torch.tensor([0.9, 0.2])
     with torch.no_grad():
-        tensors = {f"restorer.{k}": v.contiguous() for k, v in unet.state_dict().items()}
-        tensors.update({f"diffusion.{k}": v.contiguous() for k, v in cond.state_dict().items()})
-        tensors.update({"unet_input": x, "unet_residual": unet(x), "cond_input": c_in, "cond_gamma": gamma,
-                        "cond_output": cond(c_in, gamma)})
-    out = ROOT / "crates" / "daa-train" / "tests" / "data" / "parity.safetensors"
-    save_file(tensors, str(out), metadata={"generator": "scripts/reference_nets.py", "torch": torch.__version__})
+        restorer = {f"restorer.{k}": v.contiguous() for k, v in unet.state_dict().items()}
+        restorer.update({"unet_input": x, "unet_residual": unet(x)})
+        diffusion = {f"diffusion.{k}": v.contiguous() for k, v in cond.state_dict().items()}
+        diffusion.update({"cond_input": c_in, "cond_gamma": gamma, "cond_output": cond(c_in, gamma)})
+    meta = {"generator": "scripts/reference_nets.py", "torch": torch.__version__}
+    for tensors, crate, name in [(restorer, "daa-backbones", "parity_unet"),
+                                 (diffusion, "daa-diffusion", "parity_cond_unet")]:
+        out = ROOT / "crates" / crate / "tests" / "data" / f"{name}.safetensors"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(out), metadata=meta)
+        print(f"wrote {out} ({out.stat().st_size} bytes)")
     n_unet = sum(p.numel() for p in unet.parameters())
     n_cond = sum(p.numel() for p in cond.parameters())
-    print(f"wrote {out} ({out.stat().st_size} bytes): restorer {n_unet} + diffusion {n_cond} parameters")
+    print(f"restorer {n_unet} + diffusion {n_cond} parameters")
     # The paper presets, for reference.
     print("paper restorer", sum(p.numel() for p in UNet().parameters()),
           "paper diffusion", sum(p.numel() for p in CondUNet().parameters()))

@@ -2,7 +2,7 @@
 //!
 //! Paper: Liao et al., "Denoising as Adaptation", ICLR 2025, arXiv:2406.18516; the restorer of
 //! its denoising/deraining/deblurring experiments (github.com/KangLiao929/Noise-DA). Written
-//! from the description in METHOD.md section 4, not from the reference code. Tensor names are
+//! from the description in docs/method.md section 4, not from the reference code. Tensor names are
 //! the official ones (`down_path.{i}.block.{0,2}`, `up_path.{i}.conv_up`,
 //! `up_path.{i}.conv_block.block.{0,2}`, `last`). Differences: none known in the forward pass;
 //! the bilinear upsampling is computed as two matrix products so it has a backward in candle.

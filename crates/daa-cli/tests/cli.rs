@@ -200,8 +200,8 @@ fn print_config_shows_the_resolved_preset() {
 fn official_names_without_metadata_load_with_arch() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../daa-train/tests/data/parity.safetensors");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../daa-backbones/tests/data/parity_unet.safetensors");
     let all = candle_core::safetensors::load(&fixture, &candle_core::Device::Cpu)
         .unwrap_or_else(|e| panic!("{e}"));
     let restorer: std::collections::HashMap<String, candle_core::Tensor> = all

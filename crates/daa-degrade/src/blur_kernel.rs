@@ -1,4 +1,5 @@
-//! Blur kernels (linear motion, camera-shake trajectories) and convolution with them.
+//! Blur kernels (linear motion, camera-shake trajectories) and convolution with them, and the
+//! separable Gaussian blur of one plane.
 
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -140,4 +141,44 @@ pub fn convolve(img: &Image, k: &BlurKernel) -> Result<Image> {
         }
     }
     Image::from_planar(w, h, out).map_err(|e| Error::Param(format!("convolve: {e}")))
+}
+
+/// The unnormalised Gaussian `exp(-i^2 / (2 sigma^2))` for `i` in `-r..=r`, `r = ceil(3 sigma)`.
+pub(crate) fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let radius = (3.0 * sigma).ceil() as isize;
+    (-radius..=radius)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect()
+}
+
+/// Convolves a `w x h` plane with the odd-length kernel `k` along rows, then columns, with
+/// reflected borders, dividing each pass's sums by `div`.
+pub(crate) fn separable_blur(x: &[f32], w: usize, h: usize, k: &[f32], div: f32) -> Vec<f32> {
+    let radius = (k.len() / 2) as isize;
+    let refl = |i: isize, n: usize| -> usize {
+        let n = n as isize;
+        let m = i.rem_euclid(2 * n);
+        (if m < n { m } else { 2 * n - 1 - m }) as usize
+    };
+    let mut tmp = vec![0f32; w * h];
+    for y in 0..h {
+        for xx in 0..w {
+            let mut s = 0.0;
+            for (j, kv) in k.iter().enumerate() {
+                s += kv * x[y * w + refl(xx as isize + j as isize - radius, w)];
+            }
+            tmp[y * w + xx] = s / div;
+        }
+    }
+    let mut out = vec![0f32; w * h];
+    for y in 0..h {
+        for xx in 0..w {
+            let mut s = 0.0;
+            for (j, kv) in k.iter().enumerate() {
+                s += kv * tmp[refl(y as isize + j as isize - radius, h) * w + xx];
+            }
+            out[y * w + xx] = s / div;
+        }
+    }
+    out
 }

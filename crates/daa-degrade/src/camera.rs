@@ -12,8 +12,10 @@
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::blur_rain::{draw, jpeg_ok, maybe_jpeg, ordered, to_linear, to_srgb};
-use crate::correlated_noise::{gaussian_kernel, separable_blur};
+use crate::blur_kernel::{gaussian_kernel, separable_blur};
+use crate::jpeg::{jpeg_ok, maybe_jpeg};
+use crate::ranges::{draw, ordered};
+use crate::srgb::{to_linear, to_srgb};
 use crate::{Error, Image, Result};
 
 /// Parameters of the camera pipeline ([`camera_noise`]).

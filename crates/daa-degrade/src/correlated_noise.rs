@@ -1,7 +1,12 @@
+//! Correlated, signal-dependent noise plus JPEG: a cheap stand-in for the camera pipeline of
+//! `camera.rs`.
+
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::blur_rain::{draw, jpeg_ok, maybe_jpeg};
+use crate::blur_kernel::{gaussian_kernel, separable_blur};
+use crate::jpeg::{jpeg_ok, maybe_jpeg};
+use crate::ranges::draw;
 use crate::{Error, Image, Result};
 
 /// A proxy for real sensor noise after a camera pipeline, the default target ("real") domain
@@ -72,72 +77,6 @@ fn correlated_field(w: usize, h: usize, sigma: f32, rng: &mut impl Rng) -> Vec<f
     // divide by sqrt(sum k^2) once per pass.
     let norm = k.iter().map(|v| v * v).sum::<f32>().sqrt();
     separable_blur(&white, w, h, &k, norm)
-}
-
-/// The unnormalised Gaussian `exp(-i^2 / (2 sigma^2))` for `i` in `-r..=r`, `r = ceil(3 sigma)`.
-pub(crate) fn gaussian_kernel(sigma: f32) -> Vec<f32> {
-    let radius = (3.0 * sigma).ceil() as isize;
-    (-radius..=radius)
-        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect()
-}
-
-/// Convolves a `w x h` plane with the odd-length kernel `k` along rows, then columns, with
-/// reflected borders, dividing each pass's sums by `div`.
-pub(crate) fn separable_blur(x: &[f32], w: usize, h: usize, k: &[f32], div: f32) -> Vec<f32> {
-    let radius = (k.len() / 2) as isize;
-    let refl = |i: isize, n: usize| -> usize {
-        let n = n as isize;
-        let m = i.rem_euclid(2 * n);
-        (if m < n { m } else { 2 * n - 1 - m }) as usize
-    };
-    let mut tmp = vec![0f32; w * h];
-    for y in 0..h {
-        for xx in 0..w {
-            let mut s = 0.0;
-            for (j, kv) in k.iter().enumerate() {
-                s += kv * x[y * w + refl(xx as isize + j as isize - radius, w)];
-            }
-            tmp[y * w + xx] = s / div;
-        }
-    }
-    let mut out = vec![0f32; w * h];
-    for y in 0..h {
-        for xx in 0..w {
-            let mut s = 0.0;
-            for (j, kv) in k.iter().enumerate() {
-                s += kv * tmp[refl(y as isize + j as isize - radius, h) * w + xx];
-            }
-            out[y * w + xx] = s / div;
-        }
-    }
-    out
-}
-
-/// JPEG round trip at `quality` (1..=100) through the `image` crate's encoder and decoder.
-pub(crate) fn jpeg_roundtrip(img: &Image, quality: u8) -> Result<Image> {
-    let (w, h) = (img.width(), img.height());
-    let n = w * h;
-    let mut rgb = image::RgbImage::new(w as u32, h as u32);
-    for (i, p) in rgb.pixels_mut().enumerate() {
-        for c in 0..3 {
-            p.0[c] = crate::io::quantize_u8(img.data()[c * n + i]);
-        }
-    }
-    let mut buf = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
-        .encode_image(&rgb)
-        .map_err(|e| Error::Param(format!("jpeg encode: {e}")))?;
-    let dec = image::load_from_memory_with_format(&buf, image::ImageFormat::Jpeg)
-        .map_err(|e| Error::Param(format!("jpeg decode: {e}")))?
-        .to_rgb8();
-    let mut data = vec![0f32; 3 * n];
-    for (i, p) in dec.pixels().enumerate() {
-        for c in 0..3 {
-            data[c * n + i] = p.0[c] as f32 / 255.0;
-        }
-    }
-    Image::from_planar(w, h, data)
 }
 
 /// Applies [`CorrelatedNoiseParams`] to `img`.

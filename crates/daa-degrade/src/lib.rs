@@ -21,20 +21,24 @@
 //! # Ok::<(), daa_degrade::Error>(())
 //! ```
 
+mod blur;
 mod blur_kernel;
-mod blur_rain;
 mod camera;
 mod correlated_noise;
 mod dataset;
 mod error;
 mod image_buf;
 mod io;
+mod jpeg;
 mod noise;
 mod pipeline;
+mod rain;
+mod ranges;
+mod srgb;
 mod transforms;
 
+pub use blur::{MotionBlurParams, ShakeParams};
 pub use blur_kernel::{convolve, BlurKernel};
-pub use blur_rain::{MotionBlurParams, RainParams, ShakeParams, StormParams};
 pub use camera::{camera_noise, CameraParams};
 pub use correlated_noise::{correlated_noise, CorrelatedNoiseParams};
 pub use dataset::{
@@ -46,6 +50,7 @@ pub use image_buf::Image;
 pub use io::{decode_image, load_image, save_image, MAX_PIXELS};
 pub use noise::{awgn, AwgnParams};
 pub use pipeline::Degradation;
+pub use rain::{RainParams, StormParams};
 pub use transforms::{augment, pad_reflect_to, random_crop, Crop, SmallImagePolicy};
 
 use rand::SeedableRng;

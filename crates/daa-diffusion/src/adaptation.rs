@@ -1,4 +1,4 @@
-//! The noise-space adaptation loss of Denoising as Adaptation (METHOD.md section 2).
+//! The noise-space adaptation loss of Denoising as Adaptation (docs/method.md section 2).
 
 use candle_core::{DType, Device, Result, Tensor};
 use rand::{Rng, RngCore};

@@ -53,7 +53,7 @@ impl NoiseLevelEmbedding {
 mod tests {
     use super::*;
 
-    /// METHOD.md section 3; numpy: g = 0.5; f = np.exp(-np.log(10000) * np.arange(32) / 32);
+    /// docs/method.md section 3; numpy: g = 0.5; f = np.exp(-np.log(10000) * np.arange(32) / 32);
     /// np.cos(g * f)[:3], np.sin(g * f)[:3].
     #[test]
     fn golden_values_for_gamma_one_half() -> Result<()> {

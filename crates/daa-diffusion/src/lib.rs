@@ -3,8 +3,8 @@
 //! The diffusion half of *Denoising as Adaptation* (Liao et al., ICLR 2025, arXiv:2406.18516):
 //! the linear noise schedule with continuous noise levels ([`NoiseSchedule`]), the noise-level
 //! embedding ([`gamma_embedding`], [`NoiseLevelEmbedding`]), the conditional noise predictor
-//! ([`CondUNet`], ADM/Palette style), the channel-shuffling layer and residual swapping
-//! ([`swap_slots`]), and the adaptation loss ([`AdaptationLoss`]) whose gradient pulls a
+//! ([`CondUNet`], ADM/Palette style), the channel-shuffling masks ([`swap_mask`]; the swap
+//! itself is `daa_kernels::swap_condition`), and the adaptation loss ([`AdaptationLoss`]) whose gradient pulls a
 //! restorer's outputs on "real" inputs toward the clean distribution.
 //!
 //! The API knows nothing about restoration networks: give it tensors (a clean image, two
@@ -56,5 +56,5 @@ pub use adaptation::{
 };
 pub use embeddings::{gamma_embedding, NoiseLevelEmbedding};
 pub use schedule::{q_sample, NoiseSchedule};
-pub use shuffle::{condition, swap_mask, swap_slots};
+pub use shuffle::swap_mask;
 pub use unet::{CondUNet, CondUNetConfig};

@@ -91,7 +91,7 @@ pub fn q_sample(y0: &Tensor, gamma: &Tensor, eps: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
 
-    /// Golden values from METHOD.md section 3, produced by
+    /// Golden values from docs/method.md section 3, produced by
     /// `np.cumprod(1 - np.linspace(1e-6, 1e-2, 1000, dtype=np.float64))`.
     #[test]
     fn paper_schedule_golden_values() {

@@ -3,9 +3,10 @@
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use daa_diffusion::{
-    condition, contrastive_hinge, scalar, swap_slots, AdaptationConfig, AdaptationInputs,
-    AdaptationLoss, CondUNet, CondUNetConfig, NoiseSchedule, Variant,
+    contrastive_hinge, scalar, AdaptationConfig, AdaptationInputs, AdaptationLoss, CondUNet,
+    CondUNetConfig, NoiseSchedule, Variant,
 };
+use daa_kernels::swap_condition;
 use rand::SeedableRng;
 
 fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
@@ -109,6 +110,9 @@ fn every_cond_unet_variable_gets_a_gradient() -> Result<()> {
     Ok(())
 }
 
+/// The channel-shuffling swap as the adaptation loss uses it (`daa_kernels::swap_condition`):
+/// per sample only, RGB order inside a slot kept, the noisy target always in channels 0..2, and
+/// gradients reaching both sources.
 #[test]
 fn swap_exchanges_slots_per_sample_only() -> Result<()> {
     let dev = Device::Cpu;
@@ -122,43 +126,50 @@ fn swap_exchanges_slots_per_sample_only() -> Result<()> {
         Tensor::from_vec(v, (4, 3, 2, 2), &dev)
     };
     let (a, b) = (mk(10.0)?, mk(20.0)?);
+    let y = Tensor::zeros((4, 3, 2, 2), DType::F32, &dev)?;
     let mask = [true, false, false, true];
-    let (sa, sb) = swap_slots(&a, &b, &mask)?;
+    let c = swap_condition(&y, &a, &b, &mask)?;
+    assert_eq!(c.dims(), &[4, 9, 2, 2]);
     for (i, &swapped) in mask.iter().enumerate() {
         let (wa, wb) = if swapped { (&b, &a) } else { (&a, &b) };
+        let ci = c.get(i)?;
         assert_eq!(
-            sa.get(i)?.to_vec3::<f32>()?,
+            ci.narrow(0, 3, 3)?.to_vec3::<f32>()?,
             wa.get(i)?.to_vec3::<f32>()?,
             "sample {i}"
         );
         assert_eq!(
-            sb.get(i)?.to_vec3::<f32>()?,
+            ci.narrow(0, 6, 3)?.to_vec3::<f32>()?,
             wb.get(i)?.to_vec3::<f32>()?,
             "sample {i}"
         );
     }
-    // The noisy target always stays in channels 0..2.
-    let y = Tensor::zeros((4, 3, 2, 2), DType::F32, &dev)?;
-    let c = condition(&y, &sa, &sb)?;
-    assert_eq!(c.dims(), &[4, 9, 2, 2]);
     assert_eq!(
         c.narrow(1, 0, 3)?.abs()?.sum_all()?.to_scalar::<f32>()?,
         0.0
     );
-    // Gradients reach both sources through the select.
+    // Gradients reach both sources through the swap.
     let (va, vb) = (Var::from_tensor(&a)?, Var::from_tensor(&b)?);
-    let (sa, sb) = swap_slots(va.as_tensor(), vb.as_tensor(), &mask)?;
-    let grads = ((sa * 2.0)? + (sb * 3.0)?)?.sum_all()?.backward()?;
+    let c = swap_condition(&y, va.as_tensor(), vb.as_tensor(), &mask)?;
+    let weight = Tensor::cat(
+        &[
+            Tensor::zeros((4, 3, 2, 2), DType::F32, &dev)?,
+            Tensor::full(2f32, (4, 3, 2, 2), &dev)?,
+            Tensor::full(3f32, (4, 3, 2, 2), &dev)?,
+        ],
+        1,
+    )?;
+    let grads = (c * weight)?.sum_all()?.backward()?;
     let ga = grads
         .get(va.as_tensor())
         .map(|g| g.flatten_all().and_then(|g| g.to_vec1::<f32>()))
         .transpose()?
         .unwrap_or_default();
-    // Swapped samples of `a` went to slot b (weight 3), the others stayed in slot a (weight 2).
+    // Swapped samples of `a` went to slot B (weight 3), the others stayed in slot A (weight 2).
     assert_eq!(ga[0], 3.0);
     assert_eq!(ga[12], 2.0);
     assert!(grads.get(vb.as_tensor()).is_some());
-    assert!(swap_slots(&a, &b, &[true]).is_err());
+    assert!(swap_condition(&y, &a, &b, &[true]).is_err());
     Ok(())
 }
 

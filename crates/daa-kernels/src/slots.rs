@@ -1,5 +1,5 @@
 //! The diffusion network's condition: `cat[y_noisy, slot A, slot B]` with the channel-shuffling
-//! swap of METHOD.md section 2 (steps 4-5) done in the same pass.
+//! swap of docs/method.md section 2 (steps 4-5) done in the same pass.
 //!
 //! Built from candle ops, the condition costs two `where_cond` selects over broadcast masks and
 //! a concatenation, forward, and as many passes backward; a DA step builds it twice. Here it is

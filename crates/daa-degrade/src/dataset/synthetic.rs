@@ -18,16 +18,6 @@ impl SyntheticPairs {
         degradation.validate()?;
         Ok(Self { clean, degradation })
     }
-
-    /// The degradation.
-    pub fn degradation(&self) -> &Degradation {
-        &self.degradation
-    }
-
-    /// The clean photos.
-    pub fn clean(&self) -> &UnpairedFolder {
-        &self.clean
-    }
 }
 
 impl PairSource for SyntheticPairs {

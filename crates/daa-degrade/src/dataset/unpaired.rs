@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand_chacha::ChaCha8Rng;
 
@@ -8,7 +8,6 @@ use crate::{random_crop, Error, Image, Result, SmallImagePolicy};
 /// A folder of images with no partners: clean photos to degrade, or real degraded inputs.
 #[derive(Debug)]
 pub struct UnpairedFolder {
-    root: PathBuf,
     files: Vec<CachedFile>,
     augment: bool,
     policy: SmallImagePolicy,
@@ -31,7 +30,6 @@ impl UnpairedFolder {
         }
         let files = paths.into_iter().map(CachedFile::new).collect();
         Ok(Self {
-            root: dir.to_path_buf(),
             files,
             augment,
             policy,
@@ -47,11 +45,6 @@ impl UnpairedFolder {
     /// Always false for an opened folder.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
-    }
-
-    /// The folder.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Image `index` (modulo the length), whole, with its name.

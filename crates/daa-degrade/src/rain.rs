@@ -1,162 +1,11 @@
-//! Blur and rain degradations: the source and target domains of deblurring and deraining.
+//! Rain degradations: the source and target domains of deraining.
 
 use rand::Rng;
-use rand_distr::{Distribution, StandardNormal};
 
 use crate::blur_kernel::{convolve, BlurKernel};
-use crate::correlated_noise::jpeg_roundtrip;
+use crate::jpeg::{jpeg_ok, maybe_jpeg};
+use crate::ranges::{draw, ordered};
 use crate::{Error, Image, Result};
-
-/// A value drawn uniformly from the inclusive range `r` (or `r[0]` when it is a point).
-pub(crate) fn draw(r: [f32; 2], rng: &mut impl Rng) -> f32 {
-    if r[1] > r[0] {
-        rng.random_range(r[0]..=r[1])
-    } else {
-        r[0]
-    }
-}
-
-pub(crate) fn ordered(name: &str, r: [f32; 2], lo: f32, hi: f32) -> Result<()> {
-    if r[0].is_finite() && r[1].is_finite() && lo <= r[0] && r[0] <= r[1] && r[1] <= hi {
-        Ok(())
-    } else {
-        Err(Error::Param(format!(
-            "{name} range {r:?} must satisfy {lo} <= lo <= hi <= {hi}"
-        )))
-    }
-}
-
-/// Checks a JPEG quality range: `[0, 0]` (no JPEG) or `1 <= lo <= hi <= 100`.
-pub(crate) fn jpeg_ok(q: [u8; 2]) -> Result<()> {
-    if q[0] > q[1] || q[1] > 100 || (q[0] == 0 && q[1] != 0) {
-        return Err(Error::Param(format!(
-            "jpeg_quality must be [0, 0] or 1 <= lo <= hi <= 100, got {q:?}"
-        )));
-    }
-    Ok(())
-}
-
-/// JPEG round trip at a quality drawn from `q`, or the image itself for `[0, 0]`.
-pub(crate) fn maybe_jpeg(img: Image, q: [u8; 2], rng: &mut impl Rng) -> Result<Image> {
-    if q[1] == 0 {
-        return Ok(img);
-    }
-    jpeg_roundtrip(&img, rng.random_range(q[0]..=q[1]))
-}
-
-fn add_noise(mut img: Image, sigma: f32, rng: &mut impl Rng) -> Image {
-    for v in img.data_mut() {
-        let z: f32 = StandardNormal.sample(rng);
-        *v = (*v + sigma * z).clamp(0.0, 1.0);
-    }
-    img
-}
-
-/// sRGB transfer function, inverse (to linear light).
-pub(crate) fn to_linear(v: f32) -> f32 {
-    if v <= 0.04045 {
-        v / 12.92
-    } else {
-        ((v + 0.055) / 1.055).powf(2.4)
-    }
-}
-
-/// sRGB transfer function (from linear light).
-pub(crate) fn to_srgb(v: f32) -> f32 {
-    let v = v.clamp(0.0, 1.0);
-    if v <= 0.003_130_8 {
-        12.92 * v
-    } else {
-        1.055 * v.powf(1.0 / 2.4) - 0.055
-    }
-}
-
-/// Deblurring source domain (GoPro-like pairs): uniform blur by a random linear motion of
-/// `length` pixels at a uniform random angle, plus slight Gaussian noise (8-bit units).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MotionBlurParams {
-    /// Motion length range, pixels.
-    pub length: [f32; 2],
-    /// Noise sigma range, 8-bit units.
-    pub noise: [f32; 2],
-}
-
-impl MotionBlurParams {
-    /// Lengths 3-15 px, noise 0-2.
-    pub fn source() -> Self {
-        Self {
-            length: [3.0, 15.0],
-            noise: [0.0, 2.0],
-        }
-    }
-    /// Checks the ranges.
-    pub fn validate(&self) -> Result<()> {
-        ordered("length", self.length, 1.0, 64.0)?;
-        ordered("noise", self.noise, 0.0, 255.0)
-    }
-    /// Applies the degradation.
-    pub fn apply(&self, img: &Image, rng: &mut impl Rng) -> Result<Image> {
-        let k = BlurKernel::linear(
-            draw(self.length, rng),
-            rng.random_range(0.0..std::f32::consts::PI),
-        );
-        Ok(add_noise(
-            convolve(img, &k)?,
-            draw(self.noise, rng) / 255.0,
-            rng,
-        ))
-    }
-}
-
-/// Deblurring target domain ("shake", RealBlur-like): a random camera-shake trajectory applied
-/// in linear light, where highlights (values near white) are boosted by up to `highlight_gain`
-/// before the blur and clipped after it, as saturated light sources are in real photos; then
-/// mild noise and JPEG.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShakeParams {
-    /// Trajectory extent range, pixels.
-    pub length: [f32; 2],
-    /// Highlight boost range (1: no clipping).
-    pub highlight_gain: [f32; 2],
-    /// Noise sigma range, 8-bit units.
-    pub noise: [f32; 2],
-    /// JPEG quality range; `[0, 0]` for none.
-    pub jpeg_quality: [u8; 2],
-}
-
-impl ShakeParams {
-    /// Extents 5-17 px, highlight gain 1-3, noise 1-3, JPEG 80-95.
-    pub fn target() -> Self {
-        Self {
-            length: [5.0, 17.0],
-            highlight_gain: [1.0, 3.0],
-            noise: [1.0, 3.0],
-            jpeg_quality: [80, 95],
-        }
-    }
-    /// Checks the ranges.
-    pub fn validate(&self) -> Result<()> {
-        ordered("length", self.length, 1.0, 64.0)?;
-        ordered("highlight_gain", self.highlight_gain, 1.0, 16.0)?;
-        ordered("noise", self.noise, 0.0, 255.0)?;
-        jpeg_ok(self.jpeg_quality)
-    }
-    /// Applies the degradation.
-    pub fn apply(&self, img: &Image, rng: &mut impl Rng) -> Result<Image> {
-        let gain = draw(self.highlight_gain, rng);
-        let lin = img.clone().map(|v| {
-            let l = to_linear(v.clamp(0.0, 1.0));
-            let t = ((l - 0.8) / 0.2).clamp(0.0, 1.0);
-            l * (1.0 + (gain - 1.0) * t * t * (3.0 - 2.0 * t))
-        });
-        let k = BlurKernel::shake(draw(self.length, rng), rng);
-        let blurred = convolve(&lin, &k)?.map(to_srgb);
-        let noisy = add_noise(blurred, draw(self.noise, rng) / 255.0, rng);
-        maybe_jpeg(noisy, self.jpeg_quality, rng)
-    }
-}
 
 /// One layer of rain streaks: sparse random drops smeared along a direction.
 fn streak_layer(
@@ -359,33 +208,6 @@ mod tests {
     }
 
     #[test]
-    fn kernels_sum_to_one() {
-        let mut rng = crate::sample_rng(0, 0, 0);
-        for k in [
-            BlurKernel::linear(9.0, 0.3),
-            BlurKernel::linear(1.0, 0.0),
-            BlurKernel::shake(15.0, &mut rng),
-        ] {
-            let s: f32 = k.weights().iter().sum();
-            assert!((s - 1.0).abs() < 1e-5, "{s}");
-            assert!(k.weights().iter().all(|w| *w >= 0.0));
-            assert_eq!(k.size() % 2, 1);
-        }
-    }
-
-    #[test]
-    fn blur_keeps_a_flat_image_flat() -> Result<()> {
-        let flat = Image::filled(20, 16, [0.3, 0.5, 0.7]);
-        let out = convolve(&flat, &BlurKernel::linear(7.0, 1.0))?;
-        assert!(out
-            .data()
-            .iter()
-            .zip(flat.data())
-            .all(|(a, b)| (a - b).abs() < 1e-5));
-        Ok(())
-    }
-
-    #[test]
     fn source_rain_only_brightens_and_seeds_reproduce() -> Result<()> {
         let img = photo();
         let p = RainParams::source();
@@ -401,23 +223,9 @@ mod tests {
             a.data().iter().zip(img.data()).any(|(r, c)| *r > *c + 0.05),
             "some streaks"
         );
-        for (name, out) in [
-            (
-                "motion",
-                MotionBlurParams::source().apply(&img, &mut crate::sample_rng(2, 0, 0))?,
-            ),
-            (
-                "shake",
-                ShakeParams::target().apply(&img, &mut crate::sample_rng(2, 0, 0))?,
-            ),
-            (
-                "storm",
-                StormParams::target().apply(&img, &mut crate::sample_rng(2, 0, 0))?,
-            ),
-        ] {
-            assert_eq!((out.width(), out.height()), (40, 32), "{name}");
-            assert_ne!(out, img, "{name}");
-        }
+        let storm = StormParams::target().apply(&img, &mut crate::sample_rng(2, 0, 0))?;
+        assert_eq!((storm.width(), storm.height()), (40, 32));
+        assert_ne!(storm, img);
         assert!(RainParams {
             angle: [30.0, 10.0],
             ..p
