@@ -93,13 +93,13 @@ impl Backbone {
     /// domain adaptation, e.g. a DANN domain classifier). `xs`: `(B, 3, H, W)` in `[0, 1]`,
     /// sides multiples of [`Self::size_multiple`]. The features are NCHW, `(B, C_f, H_f, W_f)`:
     ///
-    /// | backbone | bottleneck | `C_f` | `H_f x W_f` |
+    /// | backbone | bottleneck | `C_f` | `H_f`, `W_f` |
     /// |---|---|---|---|
-    /// | U-Net | output of the deepest `down_path` block | `width * 2^(depth-1)` | `H, W / 2^(depth-1)` |
-    /// | DnCNN | input of the last conv (no encoder: the deepest hidden features) | `width` | `H x W` |
-    /// | NAFNet | output of `middle_blks` | `width * 2^L` | `H, W / 2^L`, `L` = levels |
-    /// | Restormer | output of the `latent` blocks | `8 * dim` | `H/8 x W/8` |
-    /// | Uformer | output of the `conv` (bottleneck) level | `embed_dim * 2^L` | `H, W / 2^L` |
+    /// | U-Net | output of the deepest `down_path` block | `width * 2^(depth-1)` | `/ 2^(depth-1)` |
+    /// | DnCNN | input of `tail`, the last conv (no encoder) | `width` | `H`, `W` |
+    /// | NAFNet | output of `middle_blks` | `width * 2^L` | `/ 2^L`, `L` = levels |
+    /// | Restormer | output of the `latent` blocks | `8 * dim` | `/ 8` |
+    /// | Uformer | output of the `conv` (bottleneck) level | `embed_dim * 2^L` | `/ 2^L` |
     ///
     /// [`Self::features_shape`] gives the shape without running the network.
     pub fn residual_and_features(&self, xs: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {

@@ -1,8 +1,8 @@
 //! # daa-backbones: restoration networks
 //!
 //! Pure networks, no training code: the paper's U-Net restorer, DnCNN, NAFNet, Restormer and
-//! Uformer, behind one [`BackboneConfig`] enum. Every network predicts a **residual**: `restore(x) = x + R(x)`.
-//! Input and output are NCHW, RGB, `[0, 1]`. Weights live in a candle `VarBuilder` whose paths
+//! Uformer, behind one [`BackboneConfig`] enum. Every network predicts a **residual**:
+//! `restore(x) = x + R(x)`. Input and output are NCHW, RGB, `[0, 1]`. Weights live in a candle `VarBuilder` whose paths
 //! are the official tensor names, so the same code creates fresh weights or loads a checkpoint.
 //!
 //! Place in the crate graph: depends on `candle-core`, `candle-nn` and `daa-kernels` (conv).

@@ -427,7 +427,7 @@ mod tests {
     #[test]
     fn hidden_width_truncates_like_python_int() {
         let cfg = RestormerConfig::paper();
-        // int(48 * 2.66) = 127, int(96 * 2.66) = 255, int(192 * 2.66) = 510, int(384 * 2.66) = 1021.
+        // Python: [int(c * 2.66) for c in (48, 96, 192, 384)] == [127, 255, 510, 1021].
         let got: Vec<usize> = [48, 96, 192, 384].iter().map(|&c| cfg.hidden(c)).collect();
         assert_eq!(got, vec![127, 255, 510, 1021]);
     }

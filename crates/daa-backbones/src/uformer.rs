@@ -73,7 +73,7 @@ pub struct UformerConfig {
 impl UformerConfig {
     /// Uformer-B, the paper's main model (SIDD, GoPro, ...): `C = 32`, depths
     /// [1, 2, 8, 8, 2, 8, 8, 2, 1], heads [1, 2, 4, 8, 16, 16, 8, 4, 2], 8x8 windows, LeFF
-    /// ratio 4, with the modulator. 50,708,914 parameters.
+    /// ratio 4, with the modulator. 50,880,946 parameters (the paper's 50.88 M).
     pub fn paper() -> Self {
         Self {
             embed_dim: 32,
@@ -86,7 +86,8 @@ impl UformerConfig {
             modulator: true,
         }
     }
-    /// Uformer-S: `C = 32`, two blocks per level, no modulator. 20,456,285 parameters.
+    /// Uformer-S: `C = 32`, two blocks per level, no modulator. 20,628,317 parameters (the paper's
+    /// 20.63 M).
     pub fn small() -> Self {
         Self {
             depths: vec![2; 9],
@@ -94,7 +95,8 @@ impl UformerConfig {
             ..Self::paper()
         }
     }
-    /// Uformer-T: `C = 16`, two blocks per level, no modulator. 5,187,405 parameters.
+    /// Uformer-T: `C = 16`, two blocks per level, no modulator. 5,230,413 parameters (the paper's
+    /// 5.23 M).
     pub fn tiny_paper() -> Self {
         Self {
             embed_dim: 16,
@@ -156,7 +158,7 @@ impl UformerConfig {
         }
         if self.depths.len() % 2 != 1 || self.depths.len() < 3 {
             candle_core::bail!(
-                "uformer: depths needs 2L + 1 >= 3 entries (encoders, bottleneck, decoders), got {:?}",
+                "uformer: depths needs 2L+1 >= 3 (L encoders, bottleneck, L decoders), got {:?}",
                 self.depths
             );
         }
