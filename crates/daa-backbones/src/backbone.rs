@@ -36,7 +36,7 @@ impl BackboneConfig {
             Self::UNet(c) => Backbone::UNet(UNet::new(vb, c)?),
             Self::DnCnn(c) => Backbone::DnCnn(DnCnn::new(vb, c)?),
             Self::NafNet(c) => Backbone::NafNet(NafNet::new(vb, c)?),
-            Self::Restormer(c) => Backbone::Restormer(Restormer::new(vb, c)?),
+            Self::Restormer(c) => Backbone::Restormer(Box::new(Restormer::new(vb, c)?)),
             Self::Uformer(c) => Backbone::Uformer(Uformer::new(vb, c)?),
         })
     }
@@ -73,8 +73,8 @@ pub enum Backbone {
     DnCnn(DnCnn),
     /// NAFNet.
     NafNet(NafNet),
-    /// Restormer.
-    Restormer(Restormer),
+    /// Restormer (boxed: its many layers would make every variant large).
+    Restormer(Box<Restormer>),
     /// Uformer.
     Uformer(Uformer),
 }

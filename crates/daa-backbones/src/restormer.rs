@@ -62,7 +62,8 @@ pub struct RestormerConfig {
     pub heads: [usize; 4],
     /// GDFN hidden width = `int(channels * ffn_expansion_factor)` (the reference: 2.66).
     pub ffn_expansion_factor: f64,
-    /// Biases in the convolutions (the reference: false).
+    /// Biases in the block convolutions, the channel reductions and the output conv (the
+    /// reference: false; its patch embedding and resampling convs never have one).
     pub bias: bool,
     /// LayerNorm variant.
     pub layer_norm: LayerNormType,
@@ -118,7 +119,7 @@ impl RestormerConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.dim == 0 || self.dim % 2 != 0 {
+        if self.dim == 0 || !self.dim.is_multiple_of(2) {
             candle_core::bail!("restormer: dim must be positive and even, got {}", self.dim);
         }
         if !(self.ffn_expansion_factor.is_finite() && self.ffn_expansion_factor > 0.0) {
@@ -136,7 +137,7 @@ impl RestormerConfig {
         }
         for (level, &heads) in self.heads.iter().enumerate() {
             let ch = self.dim << level;
-            if heads == 0 || ch % heads != 0 {
+            if heads == 0 || !ch.is_multiple_of(heads) {
                 candle_core::bail!(
                     "restormer: heads[{level}] = {heads} must divide the {ch} channels of level {}",
                     level + 1
@@ -341,7 +342,8 @@ impl Restormer {
         let conv1 =
             |name: &str, cin: usize, cout: usize| conv2d(vb.pp(name), cin, cout, 1, 0, 1, bias);
         Ok(Self {
-            patch_embed: conv2d(vb.pp("patch_embed").pp("proj"), 3, d, 3, 1, 1, bias)?,
+            // The reference's patch embedding is bias-free whatever `bias` says.
+            patch_embed: conv2d(vb.pp("patch_embed").pp("proj"), 3, d, 3, 1, 1, false)?,
             encoder_level1: stage(vb.pp("encoder_level1"), d, hd[0], nb[0], cfg)?,
             down1_2: down("down1_2", d)?,
             encoder_level2: stage(vb.pp("encoder_level2"), 2 * d, hd[1], nb[1], cfg)?,

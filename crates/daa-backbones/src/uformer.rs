@@ -156,7 +156,7 @@ impl UformerConfig {
         if self.embed_dim == 0 || self.win_size == 0 {
             candle_core::bail!("uformer: embed_dim and win_size must be positive, got {self:?}");
         }
-        if self.depths.len() % 2 != 1 || self.depths.len() < 3 {
+        if self.depths.len().is_multiple_of(2) || self.depths.len() < 3 {
             candle_core::bail!(
                 "uformer: depths needs 2L+1 >= 3 (L encoders, bottleneck, L decoders), got {:?}",
                 self.depths
@@ -177,7 +177,7 @@ impl UformerConfig {
             );
         }
         for (level, (&heads, ch)) in self.num_heads.iter().zip(self.level_channels()).enumerate() {
-            if heads == 0 || ch % heads != 0 {
+            if heads == 0 || !ch.is_multiple_of(heads) {
                 candle_core::bail!(
                     "uformer: num_heads[{level}] = {heads} must divide the level's {ch} channels"
                 );
@@ -566,8 +566,7 @@ impl Uformer {
         let chans = cfg.level_channels();
         let mut encoderlayers = Vec::with_capacity(l);
         let mut dowsamples = Vec::with_capacity(l);
-        for i in 0..l {
-            let ch = chans[i];
+        for (i, &ch) in chans.iter().take(l).enumerate() {
             encoderlayers.push(Layer::new(
                 vb.pp(format!("encoderlayer_{i}")),
                 ch,

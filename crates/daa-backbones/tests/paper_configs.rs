@@ -17,8 +17,11 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use daa_backbones::{BackboneConfig, RestormerConfig, UformerConfig};
 
+/// `(name, shape)` of every requested tensor.
+type Requests = Vec<(String, Vec<usize>)>;
+
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+struct Recorder(Arc<Mutex<Requests>>);
 
 impl SimpleBackend for Recorder {
     fn get(
@@ -44,7 +47,7 @@ impl SimpleBackend for Recorder {
 }
 
 /// Sorted `(name, shape)` of every tensor the network requests.
-fn tensors(cfg: &BackboneConfig) -> Result<Vec<(String, Vec<usize>)>> {
+fn tensors(cfg: &BackboneConfig) -> Result<Requests> {
     let rec = Recorder::default();
     let vb = VarBuilder::from_backend(Box::new(rec.clone()), DType::F32, Device::Cpu);
     cfg.build(vb)?;
