@@ -4,11 +4,10 @@
 //! and hands back a broadcast zero (no memory, no random init), so pinning the 26 M and 50 M
 //! parameter models costs milliseconds.
 //!
-//! The checked-in key lists (`tests/data/*_keys.txt`, `name shape` per line, sorted) are the
-//! tensor names and shapes of the reference implementations' `state_dict()` minus buffers
-//! (Uformer's `relative_position_index`), i.e. what a converted release checkpoint must hold.
-//! Regenerate them with `DAA_WRITE_KEYS=1 cargo test -p daa-backbones --test paper_configs`
-//! and review the diff.
+//! The checked-in key lists (`tests/data/*_keys.txt`, `name [shape]` per line, sorted) are
+//! the tensor names and shapes of the reference implementations' `state_dict()` minus buffers
+//! (Uformer's `relative_position_index`), i.e. what a converted release checkpoint holds;
+//! `tests/data/golden_transformers.py` writes them with the reference code.
 
 use std::sync::{Arc, Mutex};
 
@@ -67,7 +66,7 @@ fn count(cfg: &BackboneConfig) -> Result<usize> {
         .sum())
 }
 
-/// Compares with (or, with `DAA_WRITE_KEYS=1`, writes) `tests/data/{file}`.
+/// Compares the sorted `name [shape]` list with `tests/data/{file}`.
 fn check_keys(cfg: &BackboneConfig, file: &str) -> Result<()> {
     let got: Vec<String> = tensors(cfg)?
         .iter()
@@ -76,9 +75,6 @@ fn check_keys(cfg: &BackboneConfig, file: &str) -> Result<()> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(file);
-    if std::env::var_os("DAA_WRITE_KEYS").is_some() {
-        std::fs::write(&path, got.join("\n") + "\n")?;
-    }
     let want = std::fs::read_to_string(&path)?;
     let want: Vec<&str> = want.lines().collect();
     assert_eq!(got.len(), want.len(), "{file}: number of tensors");

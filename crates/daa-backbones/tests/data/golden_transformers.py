@@ -49,6 +49,13 @@ def write(model, feat_module, x, to_nchw, file, seed):
     save_file(tensors, os.path.join(HERE, file))
 
 
+def write_keys(model, file):
+    lines = sorted(f"{k} {list(v.shape)}" for k, v in model.state_dict().items()
+                   if not k.endswith("relative_position_index"))
+    with open(os.path.join(HERE, file), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 g = torch.Generator().manual_seed(0)
 R = load(os.environ["RESTORMER_ARCH"], "restormer_arch")
 # RestormerConfig::tiny() at width 4: blocks [1,1,1,1], 1 refinement, heads [1,2,2,4], conv
@@ -64,6 +71,10 @@ x = torch.rand(1, 3, 8, 16, generator=g, dtype=torch.float64)
 write(net, net.latent, x, lambda f: f, "golden_restormer_biasfree.safetensors", 2)
 
 U = load(os.environ["UFORMER_MODEL"], "uformer_model")
+# RestormerConfig::paper() (the reference's defaults) and UformerConfig::paper() (Uformer-B).
+write_keys(R.Restormer(), "restormer_paper_keys.txt")
+write_keys(U.Uformer(embed_dim=32, win_size=8, depths=[1, 2, 8, 8, 2, 8, 8, 2, 1], modulator=True),
+           "uformer_paper_keys.txt")
 # Four levels, C = 2, 2x2 windows, shifted windows in the second block of the levels with two
 # blocks, modulator on; the reference needs square inputs and img_size = the input side.
 net = U.Uformer(img_size=32, embed_dim=2, depths=[1, 2, 1, 1, 2, 1, 1, 2, 1],
