@@ -85,8 +85,8 @@ pub fn layer_norm_2d(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> R
 }
 
 /// Depthwise 3x3 convolution, padding 1, as nine shifted multiply-adds (fast in candle, where
-/// a grouped conv runs one conv per group). `weight: (C, 1, 3, 3)`, `bias: (C,)`.
-pub fn depthwise_conv3x3(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+/// a grouped conv runs one conv per group). `weight: (C, 1, 3, 3)`, `bias: (C,)` or none.
+pub fn depthwise_conv3x3(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (_, c, h, w) = xs.dims4()?;
     let padded = xs.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
     let mut acc: Option<Tensor> = None;
@@ -107,7 +107,124 @@ pub fn depthwise_conv3x3(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<
         }
     }
     let acc = acc.ok_or_else(|| candle_core::Error::Msg("depthwise_conv3x3: no taps".into()))?;
-    acc.broadcast_add(&bias.reshape((1, c, 1, 1))?)
+    match bias {
+        Some(b) => acc.broadcast_add(&b.reshape((1, c, 1, 1))?),
+        None => Ok(acc),
+    }
+}
+
+/// A depthwise 3x3 conv layer (`groups = channels`, padding 1) with PyTorch's default
+/// initialisation, `U(-1/3, 1/3)` (fan-in 9). Tensor names `weight` `(C, 1, 3, 3)` and `bias`.
+#[derive(Debug, Clone)]
+pub struct DepthwiseConv3x3 {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl DepthwiseConv3x3 {
+    /// Creates or loads the layer.
+    pub fn new(vb: candle_nn::VarBuilder, channels: usize, bias: bool) -> Result<Self> {
+        let uni = candle_nn::Init::Uniform {
+            lo: -1.0 / 3.0,
+            up: 1.0 / 3.0,
+        };
+        let weight = vb.get_with_hints((channels, 1, 3, 3), "weight", uni)?;
+        let bias = if bias {
+            Some(vb.get_with_hints(channels, "bias", uni)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+}
+
+impl candle_core::Module for DepthwiseConv3x3 {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        depthwise_conv3x3(xs, &self.weight, self.bias.as_ref())
+    }
+}
+
+/// Softmax over the last dimension from basic ops, so that it back-propagates (candle's fused
+/// `softmax_last_dim` gives no gradient). The maximum is subtracted detached: softmax does not
+/// depend on it, so the gradient is unchanged.
+pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+    let max = xs.max_keepdim(D::Minus1)?.detach();
+    let e = xs.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// `x / max(||x||_2, 1e-12)` along the last dimension (PyTorch's `F.normalize(x, dim=-1)`).
+pub fn l2_normalize_last_dim(xs: &Tensor) -> Result<Tensor> {
+    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    xs.broadcast_div(&norm.maximum(1e-12)?)
+}
+
+/// LayerNorm over the last dimension (PyTorch's `nn.LayerNorm(C)` on `(.., C)`), built from
+/// plain ops so it back-propagates. `bias` may be absent (Restormer's `BiasFree_LayerNorm`,
+/// which also leaves the input uncentred: `x / sqrt(var + eps) * weight`).
+pub fn layer_norm_last_dim(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let mu = xs.mean_keepdim(D::Minus1)?;
+    let xc = xs.broadcast_sub(&mu)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv = (var + eps)?.sqrt()?;
+    match bias {
+        Some(b) => xc
+            .broadcast_div(&inv)?
+            .broadcast_mul(weight)?
+            .broadcast_add(b),
+        None => xs.broadcast_div(&inv)?.broadcast_mul(weight),
+    }
+}
+
+/// A `nn.Linear` on the last dimension: `(.., in) -> (.., out)`. Weight `(out, in)` initialised
+/// with a truncated-normal-like `N(0, 0.02)` (as Uformer's `_init_weights`), bias zero.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Creates or loads the layer (`weight`, `bias`).
+    pub fn new(vb: candle_nn::VarBuilder, cin: usize, cout: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (cout, cin),
+            "weight",
+            candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        )?;
+        let bias = if bias {
+            Some(vb.get_with_hints(cout, "bias", candle_nn::Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+}
+
+impl candle_core::Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dims = xs.dims().to_vec();
+        let cin = dims.last().copied().unwrap_or(0);
+        let rows = xs.elem_count() / cin.max(1);
+        let ys = xs.reshape((rows, cin))?.matmul(&self.weight.t()?)?;
+        let ys = match &self.bias {
+            Some(b) => ys.broadcast_add(b)?,
+            None => ys,
+        };
+        let mut out = dims;
+        if let Some(last) = out.last_mut() {
+            *last = self.weight.dim(0)?;
+        }
+        ys.reshape(out)
+    }
 }
 
 /// Global average over H and W, keeping dims: `(B, C, H, W) -> (B, C, 1, 1)`.
@@ -185,7 +302,7 @@ mod tests {
         let x = Tensor::randn(0f32, 1., (2, 4, 5, 6), &dev)?;
         let w = Tensor::randn(0f32, 1., (4, 1, 3, 3), &dev)?;
         let b = Tensor::randn(0f32, 1., 4, &dev)?;
-        let ours = depthwise_conv3x3(&x, &w, &b)?;
+        let ours = depthwise_conv3x3(&x, &w, Some(&b))?;
         let theirs = x
             .conv2d(&w, 1, 1, 1, 4)?
             .broadcast_add(&b.reshape((1, 4, 1, 1))?)?;

@@ -68,10 +68,16 @@ pub struct DnCnn {
     head: Conv2d,
     body: Vec<Layer>,
     tail: Conv2d,
+    width: usize,
     span: tracing::Span,
 }
 
 impl DnCnn {
+    /// Channels of the hidden layers.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
     /// Creates or loads the network from `vb`.
     pub fn new(vb: VarBuilder, cfg: &DnCnnConfig) -> Result<Self> {
         cfg.validate()?;
@@ -101,14 +107,18 @@ impl DnCnn {
             head,
             body,
             tail,
+            width: cfg.width,
             span: tracing::span!(tracing::Level::TRACE, "dncnn"),
         })
     }
 }
 
-impl ModuleT for DnCnn {
-    /// `(B, 3, H, W) -> (B, 3, H, W)`: the residual. `train` selects batch statistics.
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+impl DnCnn {
+    /// `(B, 3, H, W)` -> (residual `(B, 3, H, W)`, features). DnCNN has no encoder and no
+    /// bottleneck; its "bottleneck" here is the input of the last conv (`tail`), i.e. the
+    /// deepest hidden features, at full resolution: `(B, width, H, W)`. `train` selects
+    /// BatchNorm's batch statistics.
+    pub fn forward_with_features(&self, xs: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let _e = self.span.enter();
         let mut xs = xs.apply(&self.head)?.relu()?;
         for layer in &self.body {
@@ -118,6 +128,13 @@ impl ModuleT for DnCnn {
             }
             xs = xs.relu()?;
         }
-        self.tail.forward(&xs)
+        Ok((self.tail.forward(&xs)?, xs))
+    }
+}
+
+impl ModuleT for DnCnn {
+    /// `(B, 3, H, W) -> (B, 3, H, W)`: the residual. `train` selects batch statistics.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.forward_with_features(xs, train)?.0)
     }
 }

@@ -1,11 +1,14 @@
 //! # daa-backbones: restoration networks
 //!
-//! Pure networks, no training code: the paper's U-Net restorer, DnCNN and NAFNet, behind one
-//! [`BackboneConfig`] enum. Every network predicts a **residual**: `restore(x) = x + R(x)`.
-//! Input and output are NCHW, RGB, `[0, 1]`. Weights live in a candle `VarBuilder` whose paths
+//! Pure networks, no training code: the paper's U-Net restorer, DnCNN, NAFNet, Restormer and
+//! Uformer, behind one [`BackboneConfig`] enum. Every network predicts a **residual**:
+//! `restore(x) = x + R(x)`. Input and output are NCHW, RGB, `[0, 1]`. Weights live in a candle `VarBuilder` whose paths
 //! are the official tensor names, so the same code creates fresh weights or loads a checkpoint.
 //!
-//! Place in the crate graph: depends on `candle-core` and `candle-nn` only.
+//! Place in the crate graph: depends on `candle-core`, `candle-nn` and `daa-kernels` (conv).
+//!
+//! [`Backbone::residual_and_features`] also returns each network's bottleneck features, for
+//! feature-space domain adaptation.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -25,12 +28,19 @@ mod backbone;
 mod common;
 mod dncnn;
 mod nafnet;
+mod restormer;
+mod uformer;
 mod unet;
 
 pub use backbone::{Backbone, BackboneConfig};
-pub use common::{pad_replicate_to_multiple, upsample_bilinear2x_align_corners};
+pub use common::{
+    layer_norm_last_dim, pad_replicate_to_multiple, softmax_last_dim,
+    upsample_bilinear2x_align_corners,
+};
 pub use dncnn::{DnCnn, DnCnnConfig};
 pub use nafnet::{NafNet, NafNetConfig};
+pub use restormer::{LayerNormType, Restormer, RestormerConfig};
+pub use uformer::{Uformer, UformerConfig};
 pub use unet::{UNet, UNetConfig};
 
 /// Number of scalar parameters in a `VarMap` (trainable variables only).

@@ -133,7 +133,7 @@ impl NafBlock {
     fn forward(&self, inp: &Tensor) -> Result<Tensor> {
         let xs = layer_norm_2d(inp, &self.norm1.0, &self.norm1.1, 1e-6)?;
         let xs = xs.apply(&self.conv1)?;
-        let xs = simple_gate(&depthwise_conv3x3(&xs, &self.conv2_w, &self.conv2_b)?)?;
+        let xs = simple_gate(&depthwise_conv3x3(&xs, &self.conv2_w, Some(&self.conv2_b))?)?;
         let xs = xs.broadcast_mul(&global_avg_pool(&xs)?.apply(&self.sca)?)?;
         let xs = xs.apply(&self.conv3)?;
         let ys = (inp + xs.broadcast_mul(&self.beta)?)?;
@@ -162,6 +162,7 @@ pub struct NafNet {
     decoders: Vec<Vec<NafBlock>>,
     ending: Conv2d,
     multiple: usize,
+    width: usize,
     span: tracing::Span,
 }
 
@@ -203,6 +204,7 @@ impl NafNet {
             decoders,
             ending,
             multiple: cfg.size_multiple(),
+            width: cfg.width,
             span,
         })
     }
@@ -211,11 +213,18 @@ impl NafNet {
     pub fn size_multiple(&self) -> usize {
         self.multiple
     }
+
+    /// Channels after the intro conv.
+    pub fn width(&self) -> usize {
+        self.width
+    }
 }
 
-impl Module for NafNet {
-    /// `(B, 3, H, W) -> (B, 3, H, W)`: the residual.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl NafNet {
+    /// `(B, 3, H, W)`, sides multiples of [`Self::size_multiple`] -> (residual `(B, 3, H, W)`,
+    /// bottleneck features). The bottleneck is the output of `middle_blks`:
+    /// `(B, width * 2^L, H / 2^L, W / 2^L)` with `L = enc_blocks.len()`.
+    pub fn forward_with_features(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
         let _e = self.span.enter();
         let (_, _, h, w) = xs.dims4()?;
         if h % self.multiple != 0 || w % self.multiple != 0 {
@@ -232,6 +241,7 @@ impl Module for NafNet {
             xs = xs.apply(down)?;
         }
         xs = run(&self.middle_blks, xs)?;
+        let bottleneck = xs.clone();
         for (dec, up) in self.decoders.iter().zip(&self.ups) {
             xs = candle_nn::ops::pixel_shuffle(&xs.apply(up)?, 2)?;
             let skip = skips
@@ -239,6 +249,13 @@ impl Module for NafNet {
                 .ok_or_else(|| candle_core::Error::Msg("nafnet: skip underflow".into()))?;
             xs = run(dec, (xs + skip)?)?;
         }
-        xs.apply(&self.ending)
+        Ok((xs.apply(&self.ending)?, bottleneck))
+    }
+}
+
+impl Module for NafNet {
+    /// `(B, 3, H, W) -> (B, 3, H, W)`: the residual.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_with_features(xs)?.0)
     }
 }

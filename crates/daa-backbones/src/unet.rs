@@ -159,9 +159,11 @@ impl UNet {
     }
 }
 
-impl Module for UNet {
-    /// `(B, C_in, H, W) -> (B, C_out, H, W)`: the residual.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl UNet {
+    /// `(B, C_in, H, W)`, sides multiples of [`UNetConfig::size_multiple`] -> (residual
+    /// `(B, C_out, H, W)`, bottleneck features). The bottleneck is the output of the deepest
+    /// `down_path` block: `(B, width * 2^(depth-1), H / 2^(depth-1), W / 2^(depth-1))`.
+    pub fn forward_with_features(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
         let _e = self.span.enter();
         let m = self.cfg.size_multiple();
         let (_, _, h, w) = xs.dims4()?;
@@ -179,6 +181,7 @@ impl Module for UNet {
                 xs = avg_pool2(&xs)?;
             }
         }
+        let bottleneck = xs.clone();
         for up in &self.up_path {
             let skip = skips
                 .pop()
@@ -187,6 +190,13 @@ impl Module for UNet {
             let up_xs = upsample_bilinear2x_align_corners(&xs)?.apply(&up.conv_up)?;
             xs = up.conv_block.forward(&Tensor::cat(&[&up_xs, &skip], 1)?)?;
         }
-        xs.apply(&self.last)
+        Ok((xs.apply(&self.last)?, bottleneck))
+    }
+}
+
+impl Module for UNet {
+    /// `(B, C_in, H, W) -> (B, C_out, H, W)`: the residual.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_with_features(xs)?.0)
     }
 }

@@ -2,13 +2,18 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{Optimizer, VarBuilder, VarMap, SGD};
-use daa_backbones::{parameter_count, BackboneConfig, DnCnnConfig, NafNetConfig, UNetConfig};
+use daa_backbones::{
+    parameter_count, BackboneConfig, DnCnnConfig, NafNetConfig, RestormerConfig, UNetConfig,
+    UformerConfig,
+};
 
 fn tiny_configs() -> Vec<BackboneConfig> {
     vec![
         BackboneConfig::UNet(UNetConfig::tiny()),
         BackboneConfig::DnCnn(DnCnnConfig::tiny()),
         BackboneConfig::NafNet(NafNetConfig::tiny()),
+        BackboneConfig::Restormer(RestormerConfig::tiny()),
+        BackboneConfig::Uformer(UformerConfig::tiny()),
     ]
 }
 
@@ -278,4 +283,94 @@ fn gradients_match_finite_differences() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `residual_and_features` is the same forward pass as `residual`, its features have the
+/// documented shape, and the features carry gradient back to the encoder (what a DANN domain
+/// classifier on them needs).
+#[test]
+fn bottleneck_features_have_the_documented_shape_and_gradient() -> Result<()> {
+    for cfg in tiny_configs() {
+        let (varmap, net) = build(&cfg)?;
+        let (h, w) = (16, 24);
+        let x = Tensor::rand(0f32, 1., (2, 3, h, w), &Device::Cpu)?;
+        let (res, feats) = net.residual_and_features(&x, false)?;
+        let diff = (&res - net.residual(&x, false)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "{}: residual differs by {diff}", cfg.name());
+        let (c, fh, fw) = net.features_shape(h, w);
+        assert_eq!(feats.dims(), &[2, c, fh, fw], "{}", cfg.name());
+        assert!(fh < h || cfg.name() == "dncnn", "{}", cfg.name());
+        // Padded inputs: the features are those of the padded image.
+        let odd = Tensor::rand(0f32, 1., (1, 3, 13, 21), &Device::Cpu)?;
+        let (restored, feats) = net.restore_and_features(&odd, false)?;
+        assert_eq!(restored.dims(), &[1, 3, 13, 21], "{}", cfg.name());
+        let m = net.size_multiple();
+        let (c, fh, fw) = net.features_shape(13usize.div_ceil(m) * m, 21usize.div_ceil(m) * m);
+        assert_eq!(feats.dims(), &[1, c, fh, fw], "{}", cfg.name());
+        // Gradient from the features alone reaches the first layer's weights.
+        let grads = feats.sqr()?.mean_all()?.backward()?;
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let first = [
+            "down_path.0.block.0.weight",
+            "head.weight",
+            "intro.weight",
+            "patch_embed.proj.weight",
+            "input_proj.proj.0.weight",
+        ]
+        .iter()
+        .find_map(|k| data.get(*k))
+        .ok_or_else(|| candle_core::Error::Msg(format!("{}: no first layer", cfg.name())))?;
+        let g = grads
+            .get(first.as_tensor())
+            .ok_or_else(|| candle_core::Error::Msg(format!("{}: no grad", cfg.name())))?;
+        let gmax = g.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(gmax > 0.0 && gmax.is_finite(), "{}: {gmax}", cfg.name());
+    }
+    Ok(())
+}
+
+#[test]
+fn transformer_configs_reject_bad_heads_and_depths() {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let bad = [
+        BackboneConfig::Restormer(RestormerConfig {
+            heads: [3, 2, 2, 4],
+            ..RestormerConfig::tiny()
+        }),
+        BackboneConfig::Restormer(RestormerConfig {
+            dim: 0,
+            ..RestormerConfig::tiny()
+        }),
+        BackboneConfig::Restormer(RestormerConfig {
+            ffn_expansion_factor: f64::NAN,
+            ..RestormerConfig::tiny()
+        }),
+        BackboneConfig::Uformer(UformerConfig {
+            depths: vec![1, 1, 1, 1],
+            ..UformerConfig::tiny()
+        }),
+        BackboneConfig::Uformer(UformerConfig {
+            num_heads: vec![1, 2, 4],
+            ..UformerConfig::tiny()
+        }),
+        BackboneConfig::Uformer(UformerConfig {
+            num_heads: vec![3, 2, 4, 4, 2],
+            ..UformerConfig::tiny()
+        }),
+        BackboneConfig::Uformer(UformerConfig {
+            win_size: 0,
+            ..UformerConfig::tiny()
+        }),
+    ];
+    for cfg in bad {
+        let err = cfg.build(vb.clone());
+        assert!(err.is_err(), "{cfg:?} was accepted");
+    }
 }
