@@ -19,6 +19,7 @@
 //! ```
 
 mod checkpoint;
+mod checkpoint_check;
 mod config;
 mod engine;
 mod error;
@@ -43,5 +44,5 @@ pub use events::Event;
 pub use init::seeded_var_builder;
 pub use loss::charbonnier;
 pub use optim::Adam;
-pub use restore::{restore_image, TileConfig};
+pub use restore::{bytes_per_pixel, restore_image, tile_for_budget, TileConfig};
 pub use step::{step_losses, Adaptation, Batch, LossParts};
