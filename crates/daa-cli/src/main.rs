@@ -69,6 +69,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: a log file or pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = cmd::parse_device(&cli.device).and_then(|device| match cli.cmd {
         Cmd::Train(a) => a.run(&device),

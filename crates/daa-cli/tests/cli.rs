@@ -86,6 +86,8 @@ fn restores_png_and_jpeg_of_odd_size_and_folders() {
         "16",
         "--overlap",
         "4",
+        "--tile-pad",
+        "4",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let img = image::open(d.join("tiled.png")).unwrap_or_else(|e| panic!("{e}"));

@@ -26,6 +26,7 @@ mod blur_kernel;
 mod camera;
 mod correlated_noise;
 mod dataset;
+pub mod embedded;
 mod error;
 mod image_buf;
 mod io;
@@ -42,12 +43,15 @@ pub use blur_kernel::{convolve, BlurKernel};
 pub use camera::{camera_noise, CameraParams};
 pub use correlated_noise::{correlated_noise, CorrelatedNoiseParams};
 pub use dataset::{
-    collate, list_images, Layout, LayoutPair, PairImage, PairSource, PairedFolder, Split,
-    SyntheticPairs, UnpairedFolder,
+    collate, list_images, scan_images, Layout, LayoutPair, PairImage, PairSource, PairedFolder,
+    Split, SyntheticPairs, UnpairedFolder,
 };
 pub use error::{Error, Result};
 pub use image_buf::Image;
-pub use io::{decode_image, load_image, save_image, MAX_PIXELS};
+pub use io::{
+    decode_image, load_image, load_image_keep, save_image, save_image_as, SourceFormat, MAX_PIXELS,
+    WRITE_EXTENSIONS,
+};
 pub use noise::{awgn, AwgnParams};
 pub use pipeline::Degradation;
 pub use rain::{RainParams, StormParams};

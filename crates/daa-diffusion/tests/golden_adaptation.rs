@@ -119,7 +119,7 @@ fn adaptation_loss_matches_the_independent_computation() -> Result<()> {
         target_residual: &f["target_residual"],
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
-    let parts = loss.compute(&net, &inputs, &mut rng, false)?;
+    let parts = loss.compute(&net, &inputs, &mut rng, None)?;
 
     // The draws the loss reports are the fixture's.
     let t: Vec<usize> = f["t"]

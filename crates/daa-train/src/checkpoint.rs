@@ -132,6 +132,8 @@ pub fn load_restorer(
     device: &Device,
     arch: Option<&BackboneConfig>,
 ) -> Result<(BackboneConfig, Backbone, VarMap)> {
+    let header = crate::checkpoint_check::read_header(path)?;
+    crate::checkpoint_check::check_kind(path, &header)?;
     let meta = read_metadata(path)?;
     let cfg = match (arch, meta.get("daa.backbone")) {
         (Some(a), _) => a.clone(),
@@ -147,8 +149,11 @@ pub fn load_restorer(
             })
         }
     };
+    crate::checkpoint_check::check_size(path, &cfg, &header)?;
+    crate::checkpoint_check::check_dtypes(path, &header)?;
     let varmap = VarMap::new();
     let net = cfg.build(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     load_into(&varmap, path, device)?;
+    crate::checkpoint_check::check_finite(path, &varmap)?;
     Ok((cfg, net, varmap))
 }

@@ -20,6 +20,7 @@
 //! ```
 
 mod checkpoint;
+mod checkpoint_check;
 mod config;
 mod data;
 mod engine;
@@ -53,6 +54,6 @@ pub use init::seeded_var_builder;
 pub use loss::charbonnier;
 pub use model::{Diffusion, Ema, Models, StepOutcome};
 pub use optim::Adam;
-pub use restore::{restore_image, TileConfig};
+pub use restore::{bytes_per_pixel, restore_image, tile_for_budget, TileConfig};
 pub use run_dir::{steps_to_prune, CheckpointKind, RunDir, TrainState};
 pub use step::{step_losses, Adaptation, Batch, LossParts};

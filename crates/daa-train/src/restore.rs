@@ -1,5 +1,19 @@
+//! Whole-image inference: tiles that are padded and blended so the result matches an untiled
+//! run, and a tile size chosen from a memory budget.
+//!
+//! Each tile's input window is its core plus `pad` pixels of real image context on every side
+//! that has image there; the network's output on the margin is cropped away (Real-ESRGAN's
+//! `tile_pad`), so a tile's border pixels see the same neighbourhood as in an untiled run.
+//! Neighbouring cores overlap by `overlap` pixels, where the two outputs are blended with
+//! linear weights that sum to one. Tile starts, the pad and the overlap are multiples of the
+//! network's size multiple, so every window falls on the same down-sampling grid as the whole
+//! image. What remains is the context beyond `pad` and, for the U-Net, the align-corners
+//! upsampling, whose sampling positions depend on the feature map's size (a fraction of a
+//! pixel at the coarse levels): the tests bound the difference (one grey level for a trained
+//! network). NAFNet's channel attention pools over the whole input, so tiles can differ more.
+
 use candle_core::Device;
-use daa_backbones::Backbone;
+use daa_backbones::{Backbone, BackboneConfig};
 use daa_degrade::Image;
 
 use crate::{Error, Result};
@@ -7,50 +21,132 @@ use crate::{Error, Result};
 /// How large images are cut for inference so that memory stays bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TileConfig {
-    /// Tile side in pixels (images no larger than this run whole). 0 disables tiling.
+    /// Core tile side in pixels (images no larger than this run whole). 0 disables tiling.
+    /// Rounded down to the network's size multiple.
     pub tile: usize,
-    /// Overlap between neighbouring tiles, averaged in the output.
+    /// Overlap between neighbouring cores, blended linearly (rounded up to the size multiple).
     pub overlap: usize,
+    /// Context added around each tile and cropped from its output (rounded up to the size
+    /// multiple).
+    pub pad: usize,
 }
 
 impl Default for TileConfig {
-    /// 512-pixel tiles with a 32-pixel overlap: a few hundred MB for the paper's U-Net.
+    /// 512-pixel tiles, 16-pixel blended overlap, 32 pixels of context.
     fn default() -> Self {
         Self {
             tile: 512,
-            overlap: 32,
+            overlap: 16,
+            pad: 32,
         }
     }
 }
 
-fn starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
-    if len <= tile {
-        return vec![0];
+impl TileConfig {
+    /// The tiling actually used for a network of size multiple `m`: the tile rounded down,
+    /// the overlap and pad rounded up to multiples of `m`. A tile smaller than `m + pad`, or
+    /// not larger than twice the overlap, is an error naming the smallest tile accepted.
+    pub fn resolve(&self, m: usize) -> Result<Self> {
+        let m = m.max(1);
+        let up = |v: usize| v.div_ceil(m) * m;
+        let out = Self {
+            tile: self.tile / m * m,
+            overlap: up(self.overlap),
+            pad: up(self.pad),
+        };
+        if self.tile == 0 {
+            return Ok(Self { tile: 0, ..out });
+        }
+        let min = (m + out.pad).max(2 * out.overlap + m);
+        if out.tile < min {
+            return Err(Error::Config(format!(
+                "tile {} is too small for this network: the smallest is {min} (size multiple \
+                 {m}, pad {}, overlap {})",
+                self.tile, out.pad, out.overlap
+            )));
+        }
+        Ok(out)
     }
-    let stride = tile - overlap;
-    let mut s: Vec<usize> = (0..)
-        .map(|i| i * stride)
-        .take_while(|&p| p + tile < len)
-        .collect();
-    s.push(len - tile);
-    s
 }
 
-/// Restores one image with `net` (`x + R(x)`, clamped to `[0, 1]`), in overlapping tiles when
-/// it is larger than `tiles.tile`. Each tile is replicate-padded to the network's size multiple.
+/// Estimated peak memory of one forward pass, in bytes per input pixel (activations that are
+/// alive at once at full resolution, f32), for inference with the conv's scratch memory
+/// bounded (im2col in chunks). Used to pick a tile size from a budget; `docs` and the README
+/// give measured peaks.
+pub fn bytes_per_pixel(cfg: &BackboneConfig) -> u64 {
+    // Live f32 values per input pixel at the peak, counted from each network's forward:
+    // U-Net: the last up block holds the upsampled input (2W), conv_up's output (W), the skips
+    // (W + W/2 + ... < 2W), the concatenation (2W) and the block's two outputs (2W): ~9W;
+    // DnCNN: input, output and the conv scratch of the hidden layers (~4W); NAFNet: a block's
+    // expanded 2W branch, its input, the skip and the gated output (~8W). A factor of 2 covers
+    // the allocator and the conv's bounded scratch.
+    let floats = match cfg {
+        BackboneConfig::UNet(c) => 9 * c.width + 16,
+        BackboneConfig::DnCnn(c) => 4 * c.width + 16,
+        BackboneConfig::NafNet(c) => 8 * c.width + 16,
+    };
+    2 * 4 * floats as u64
+}
+
+/// The largest core tile (a multiple of the size multiple) whose padded window fits
+/// `budget` bytes by [`bytes_per_pixel`]; at least the smallest tile [`TileConfig::resolve`]
+/// accepts.
+pub fn tile_for_budget(cfg: &BackboneConfig, budget: u64, overlap: usize, pad: usize) -> usize {
+    let m = cfg.size_multiple().max(1);
+    let pixels = budget / bytes_per_pixel(cfg).max(1);
+    let side = (pixels as f64).sqrt() as usize;
+    let pad = pad.div_ceil(m) * m;
+    let overlap = overlap.div_ceil(m) * m;
+    let min = (m + pad).max(2 * overlap + m);
+    (side.saturating_sub(2 * pad) / m * m).max(min)
+}
+
+/// Core spans `[start, end)` along one side: starts on multiples of the stride, the last one
+/// clipped at `len`.
+fn spans(len: usize, tile: usize, overlap: usize) -> Vec<(usize, usize)> {
+    if len <= tile {
+        return vec![(0, len)];
+    }
+    let stride = tile - overlap;
+    let mut out = Vec::new();
+    let mut s = 0;
+    loop {
+        let e = (s + tile).min(len);
+        out.push((s, e));
+        if e == len {
+            return out;
+        }
+        s += stride;
+    }
+}
+
+/// Blend weight of position `x` in core `(s, e)` of a side of length `len`: ramps over the
+/// overlap towards a neighbour, 1 elsewhere. Neighbours' ramps sum to one.
+fn weight(x: usize, (s, e): (usize, usize), len: usize, overlap: usize) -> f32 {
+    if overlap == 0 {
+        return 1.0;
+    }
+    let mut w = 1f32;
+    if s > 0 && x < s + overlap {
+        w = w.min(((x - s) as f32 + 0.5) / overlap as f32);
+    }
+    if e < len && x + overlap >= e {
+        w = w.min(((e - x) as f32 - 0.5) / overlap as f32);
+    }
+    w
+}
+
+/// Restores one image with `net` (`x + R(x)`, clamped to `[0, 1]`), in padded, blended tiles
+/// when it is larger than `tiles.tile` (see the module docs). Errors for a tile too small for
+/// the network.
 pub fn restore_image(
     net: &Backbone,
     img: &Image,
     device: &Device,
     tiles: TileConfig,
 ) -> Result<Image> {
+    let tiles = tiles.resolve(net.size_multiple())?;
     let (w, h) = (img.width(), img.height());
-    if tiles.tile > 0 && tiles.overlap >= tiles.tile {
-        return Err(Error::Config(format!(
-            "tile overlap {} must be smaller than the tile {}",
-            tiles.overlap, tiles.tile
-        )));
-    }
     let run = |t: &Image| -> Result<Image> {
         let xs = t.to_tensor()?.to_device(device)?;
         let ys = net.restore(&xs, false)?.clamp(0f32, 1f32)?;
@@ -59,19 +155,24 @@ pub fn restore_image(
     if tiles.tile == 0 || (w <= tiles.tile && h <= tiles.tile) {
         return run(img);
     }
-    let (tw, th) = (tiles.tile.min(w), tiles.tile.min(h));
+    let (ov, pad) = (tiles.overlap, tiles.pad);
     let mut sum = vec![0f32; 3 * w * h];
-    let mut count = vec![0f32; w * h];
-    for &y0 in &starts(h, th, tiles.overlap) {
-        for &x0 in &starts(w, tw, tiles.overlap) {
-            let out = run(&img.crop(x0, y0, tw, th))?;
-            for c in 0..3 {
-                for y in 0..th {
-                    for x in 0..tw {
-                        sum[(c * h + y0 + y) * w + x0 + x] += out.get(c, y, x);
-                        if c == 0 {
-                            count[(y0 + y) * w + x0 + x] += 1.0;
-                        }
+    let mut wsum = vec![0f32; w * h];
+    let xs_spans = spans(w, tiles.tile, ov);
+    let ys_spans = spans(h, tiles.tile, ov);
+    for &ys_span in &ys_spans {
+        for &xs_span in &xs_spans {
+            let (x0, x1) = (xs_span.0.saturating_sub(pad), (xs_span.1 + pad).min(w));
+            let (y0, y1) = (ys_span.0.saturating_sub(pad), (ys_span.1 + pad).min(h));
+            // (3, y1-y0, x1-x0) window -> the same size restored; only the core is kept.
+            let out = run(&img.crop(x0, y0, x1 - x0, y1 - y0))?;
+            for y in ys_span.0..ys_span.1 {
+                let wy = weight(y, ys_span, h, ov);
+                for x in xs_span.0..xs_span.1 {
+                    let wxy = wy * weight(x, xs_span, w, ov);
+                    wsum[y * w + x] += wxy;
+                    for c in 0..3 {
+                        sum[(c * h + y) * w + x] += wxy * out.get(c, y - y0, x - x0);
                     }
                 }
             }
@@ -79,7 +180,7 @@ pub fn restore_image(
     }
     for c in 0..3 {
         for i in 0..w * h {
-            sum[c * w * h + i] /= count[i];
+            sum[c * w * h + i] /= wsum[i];
         }
     }
     Ok(Image::from_planar(w, h, sum)?)
@@ -90,10 +191,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tile_starts_cover_the_image() {
-        assert_eq!(starts(100, 128, 16), vec![0]);
-        assert_eq!(starts(300, 128, 32), vec![0, 96, 172]);
-        assert_eq!(starts(128, 128, 32), vec![0]);
-        assert_eq!(starts(129, 128, 32), vec![0, 1]);
+    fn spans_cover_the_side_and_overlap_by_the_overlap() {
+        assert_eq!(spans(100, 128, 16), vec![(0, 100)]);
+        assert_eq!(spans(300, 128, 32), vec![(0, 128), (96, 224), (192, 300)]);
+        assert_eq!(spans(128, 128, 32), vec![(0, 128)]);
+        assert_eq!(spans(129, 128, 32), vec![(0, 128), (96, 129)]);
+        assert_eq!(spans(300, 128, 0), vec![(0, 128), (128, 256), (256, 300)]);
+    }
+
+    #[test]
+    fn blend_weights_sum_to_one_everywhere() {
+        for (len, tile, ov) in [(300, 128, 32), (129, 128, 32), (1000, 64, 16), (77, 24, 8)] {
+            let sp = spans(len, tile, ov);
+            for x in 0..len {
+                let total: f32 = sp
+                    .iter()
+                    .filter(|&&(s, e)| s <= x && x < e)
+                    .map(|&span| weight(x, span, len, ov))
+                    .sum();
+                assert!((total - 1.0).abs() < 1e-6, "len {len} x {x}: {total}");
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_too_small_for_the_network_are_refused() {
+        let t = |tile, overlap, pad| TileConfig { tile, overlap, pad };
+        assert!(t(1, 0, 0).resolve(8).is_err());
+        assert!(t(16, 0, 32).resolve(8).is_err());
+        assert!(t(32, 16, 32).resolve(8).is_err());
+        assert_eq!(t(50, 3, 30).resolve(8).ok(), Some(t(48, 8, 32)));
+        assert_eq!(t(0, 3, 30).resolve(8).ok(), Some(t(0, 8, 32)));
     }
 }

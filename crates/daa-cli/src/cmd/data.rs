@@ -27,9 +27,10 @@ enum DataCmd {
         /// The dataset's root folder, as downloaded.
         #[arg(long)]
         root: PathBuf,
-        /// train or test.
-        #[arg(long, default_value = "test", value_parser = ["train", "test"])]
-        split: String,
+        /// train or test (default: the layout's only split for sidd-medium (train) and
+        /// sidd-val (test), else test).
+        #[arg(long, value_parser = ["train", "test"])]
+        split: Option<String>,
         /// Output folder; gets input/ and target/ (it must not exist or be empty).
         #[arg(long)]
         out: PathBuf,
@@ -49,10 +50,9 @@ impl Args {
             copy,
         } = self.cmd;
         let layout: Layout = layout.parse()?;
-        let split = if split == "train" {
-            Split::Train
-        } else {
-            Split::Test
+        let split = match (split.as_deref(), layout) {
+            (Some("train"), _) | (None, Layout::SiddMedium) => Split::Train,
+            _ => Split::Test,
         };
         if out.exists()
             && std::fs::read_dir(&out)

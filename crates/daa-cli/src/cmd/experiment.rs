@@ -35,6 +35,10 @@ enum Which {
         /// Also write the result as a markdown report here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Folder with `train/` and `test/` subfolders of clean photos (default: the photos
+        /// embedded in the binary, `embedded:photos`).
+        #[arg(long, default_value = "embedded:photos")]
+        photos: PathBuf,
     },
 }
 
@@ -47,8 +51,8 @@ impl Args {
             patch_size,
             seed,
             report,
+            photos: root,
         } = self.which;
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/photos");
         let cfg = ConditionNoiseConfig {
             train_dir: root.join("train"),
             test_dir: root.join("test"),

@@ -7,8 +7,8 @@ use daa_train::{DataSpec, TargetSpec, TrainConfig};
 /// Flags of `daa samples`: a sheet of each task's domains on one photo.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Output image (PNG or JPEG by extension).
-    #[arg(short, long, default_value = "docs/samples.jpg")]
+    /// Output image (PNG or JPEG by extension); the README's sheet is `docs/samples.jpg`.
+    #[arg(short, long, default_value = "samples.jpg")]
     output: PathBuf,
     /// The clean photo (default: the held-out monarch).
     #[arg(short, long)]
@@ -22,9 +22,10 @@ impl Args {
     /// Rows: denoise, deblur, derain; columns: clean, source degradation, target degradation
     /// (the presets' own parameters).
     pub fn run(self) -> Result<()> {
-        let photo = self.input.clone().unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/photos/test/monarch.png")
-        });
+        let photo = self
+            .input
+            .clone()
+            .unwrap_or_else(|| daa_degrade::embedded::path("photos/test/monarch.png"));
         let clean = load_image(&photo)?;
         let (w, h) = (clean.width(), clean.height());
         let mut sheet = vec![0f32; 3 * (3 * w) * (3 * h)];

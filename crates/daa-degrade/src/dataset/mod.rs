@@ -80,32 +80,64 @@ pub fn collate(images: &[Image]) -> Result<Tensor> {
 const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "ppm"];
 
 /// The image files directly inside `dir` (by extension, case-insensitive), sorted by name.
-/// A missing folder, an unreadable one or one without images is an error.
+/// A missing folder, an unreadable one, one without images, or a broken symlink among the
+/// images is an error. An `embedded:` folder lists the photos compiled into the binary
+/// ([`crate::embedded`]).
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let (files, broken) = scan_images(dir)?;
+    if let Some(b) = broken.first() {
+        return Err(Error::Image {
+            path: b.clone(),
+            reason: format!("broken symlink ({} in {dir:?})", broken.len()),
+        });
+    }
+    Ok(files)
+}
+
+/// The image files directly inside `dir`, sorted, and apart from them the image names that
+/// are broken symlinks (or otherwise not readable files), sorted. Errors as [`list_images`]
+/// for a missing or unreadable folder, and when it holds no image name at all.
+pub fn scan_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let derr = |reason: String| Error::Dataset {
         path: dir.to_path_buf(),
         reason,
     };
+    if let Some(files) = crate::embedded::list(dir) {
+        if files.is_empty() {
+            return Err(derr(format!(
+                "no such embedded folder (known: {})",
+                crate::embedded::folders().join(", ")
+            )));
+        }
+        return Ok((files, Vec::new()));
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| derr(format!("cannot list folder: {e}")))?;
-    let mut files = Vec::new();
+    let (mut files, mut broken) = (Vec::new(), Vec::new());
     for entry in entries {
         let path = entry.map_err(|e| derr(e.to_string()))?.path();
         let is_img = path
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-        if is_img && path.is_file() {
+        if !is_img {
+            continue;
+        }
+        if path.is_file() {
             files.push(path);
+        } else if !path.exists() {
+            // exists() follows links: a name that is there but leads nowhere.
+            broken.push(path);
         }
     }
-    if files.is_empty() {
+    if files.is_empty() && broken.is_empty() {
         return Err(derr(format!(
             "no images found (extensions: {})",
             EXTENSIONS.join(", ")
         )));
     }
     files.sort();
-    Ok(files)
+    broken.sort();
+    Ok((files, broken))
 }
 
 /// The file stem used to pair files across folders.
@@ -117,6 +149,10 @@ fn stem(path: &Path) -> String {
 
 /// Reads the header of `path` and returns its size; used to find bad files at open time.
 fn probe(path: &Path) -> Result<(usize, usize)> {
+    if let Some(bytes) = crate::embedded::bytes(path) {
+        let img = crate::decode_image(bytes, path)?;
+        return Ok((img.width(), img.height()));
+    }
     let meta = std::fs::metadata(path).map_err(|e| Error::Image {
         path: path.to_path_buf(),
         reason: e.to_string(),

@@ -146,11 +146,9 @@ pub const PRESETS: [&str; 6] = [
 ];
 
 fn embedded(sub: &str) -> PathBuf {
-    // The embedded photos ship with the source tree; presets point at them absolutely so the
-    // binary works from any working directory of a checkout.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../datasets")
-        .join(sub)
+    // The photos of datasets/ are compiled into the binary (daa_degrade::embedded), so presets
+    // work wherever the binary is; `embedded:photos/train` is resolved by daa-degrade.
+    daa_degrade::embedded::path(sub)
 }
 
 impl TrainConfig {
