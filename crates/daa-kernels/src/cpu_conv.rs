@@ -156,7 +156,12 @@ fn src(o: usize, t: usize, g: &Conv2dGeometry, n: usize) -> Option<usize> {
 /// Walks the output positions `p0..p0+n` as runs within one output row: `f(q, oy, ox0, len)`
 /// with `q` the offset of the run in the chunk.
 #[inline]
-fn for_runs(g: &Conv2dGeometry, p0: usize, n: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+fn for_runs(
+    g: &Conv2dGeometry,
+    p0: usize,
+    n: usize,
+    mut f: impl FnMut(usize, usize, usize, usize),
+) {
     let ow = g.ow();
     let mut q = 0;
     while q < n {
@@ -254,6 +259,18 @@ fn col2im_t_add<T: Elem>(cols: &[T], x: &mut [T], g: &Conv2dGeometry, p0: usize,
 
 /// `x (B, C, H, W)`, `w (O, C, k, k)` -> `y (B, O, OH, OW)`.
 pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], g: &Conv2dGeometry, chunk: usize) -> Vec<T> {
+    forward_bias(x, w, None, g, chunk)
+}
+
+/// `x (B, C, H, W)`, `w (O, C, k, k)`, `bias (O,)` -> `y (B, O, OH, OW)`: the bias is written
+/// first and the gemm adds onto it (no separate pass over the output).
+pub(crate) fn forward_bias<T: Elem>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Conv2dGeometry,
+    chunk: usize,
+) -> Vec<T> {
     let (ckk, p) = (g.ckk(), g.oh() * g.ow());
     let o = w.len() / ckk.max(1);
     let n = chunk_len::<T>(g, chunk);
@@ -267,13 +284,19 @@ pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], g: &Conv2dGeometry, chunk: usiz
         let xb = &x[bi * per_in..(bi + 1) * per_in];
         // Disjoint per task: image bi, columns p0..p0+len of its (O, P) output.
         let dst = unsafe { yp.get().add(bi * o * p + p0) };
+        if let Some(bias) = bias {
+            for (oi, &bv) in bias.iter().enumerate() {
+                unsafe { std::slice::from_raw_parts_mut(dst.add(oi * p), len) }.fill(bv);
+            }
+        }
+        let accumulate = bias.is_some();
         if is_pointwise(g) {
             unsafe {
                 mm::<T>(
                     (o, len, ckk),
                     dst,
                     p,
-                    false,
+                    accumulate,
                     w.as_ptr(),
                     (ckk, 1),
                     xb.as_ptr().add(p0),
@@ -289,7 +312,7 @@ pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], g: &Conv2dGeometry, chunk: usiz
                         (o, len, ckk),
                         dst,
                         p,
-                        false,
+                        accumulate,
                         w.as_ptr(),
                         (ckk, 1),
                         cols.as_ptr(),
@@ -301,6 +324,36 @@ pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], g: &Conv2dGeometry, chunk: usiz
         }
     });
     y
+}
+
+/// `dy (B, O, P)` -> the bias gradient `(O,)`: per channel, a sequential sum over images and
+/// positions (parallel over channels only, so the order is fixed).
+pub(crate) fn bias_grad<T: Elem>(dy: &[T], b: usize, o: usize) -> Vec<T> {
+    let p = dy.len() / (b * o).max(1);
+    (0..o)
+        .into_par_iter()
+        .map(|oi| {
+            let mut acc = T::default();
+            for bi in 0..b {
+                let row = &dy[(bi * o + oi) * p..(bi * o + oi + 1) * p];
+                // Eight partial sums let the loop vectorise; their order is fixed.
+                let mut lanes = [T::default(); 8];
+                let mut it = row.chunks_exact(8);
+                for c in &mut it {
+                    for (l, v) in lanes.iter_mut().zip(c) {
+                        *l += *v;
+                    }
+                }
+                for v in it.remainder() {
+                    lanes[0] += *v;
+                }
+                for l in lanes {
+                    acc += l;
+                }
+            }
+            acc
+        })
+        .collect()
 }
 
 /// `dy (B, O, OH, OW)`, `w (O, C, k, k)` -> `dx (B, C, H, W)`.

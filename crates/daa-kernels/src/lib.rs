@@ -27,7 +27,7 @@ mod group_norm;
 mod slots;
 
 pub use conv::{
-    col2im, conv2d, conv2d_chunked, im2col, Conv2d, Conv2dGeometry, CONV_SCRATCH_BYTES,
+    col2im, conv2d, conv2d_bias, conv2d_chunked, im2col, Conv2d, Conv2dGeometry, CONV_SCRATCH_BYTES,
 };
 pub use cpu_conv::conv_chunk_len;
 pub use group_norm::{group_norm, group_norm_reference};
