@@ -4,7 +4,15 @@
 Uses the project's own PyTorch re-implementation (reference_nets.py) at the same sizes as
 daa's presets, the same optimizer (Adam, one over both networks) and the same step as daa's
 engine (vanilla: Charbonnier on the source pair; da: plus two diffusion passes with shuffled /
-residual-swapped conditions). Prints one JSON line per configuration: median milliseconds.
+residual-swapped conditions). Prints one JSON line per configuration: median milliseconds,
+the FLOPs of one step (forward + backward, counted by torch.utils.flop_counter) and the
+process's peak RSS (run one method per process for a per-method peak).
+
+The PyTorch side is set up to be as fast as PyTorch gets on a CPU, so that the ratio is
+honest: channels_last activations and weights (oneDNN's fast conv layout), in-place
+LeakyReLU, Adam with `fused=True` (one kernel over all parameters), gradients set to None
+instead of zeroed, data created outside the timed region, and no autograd graph kept between
+steps.
 
     pip install torch
     python3 scripts/bench_torch.py --preset cpu --threads 2
@@ -12,6 +20,7 @@ residual-swapped conditions). Prints one JSON line per configuration: median mil
 import argparse
 import json
 import math
+import resource
 import statistics
 import sys
 import time
@@ -26,6 +35,8 @@ PRESETS = {
     # name: (restorer kwargs, diffusion kwargs, batch, patch)
     "cpu": (dict(width=16, depth=4), dict(width=16, mults=(1, 2, 4), res_blocks=1, groups=8, head_ch=32), 8, 48),
     "paper": (dict(width=64, depth=4), dict(), 24, 128),
+    # the paper networks at a CPU-sized batch (exercises the 64-512 channel convs)
+    "paper-small": (dict(width=64, depth=4), dict(), 2, 64),
 }
 
 
@@ -56,30 +67,46 @@ def da_loss(R, D, x_s, y_s, x_r, ab):
     return rec + 0.2 * (d_pos + hinge) / 2
 
 
-def bench(method, preset, steps, warmup, device):
+def bench(method, preset, steps, warmup, device, channels_last, fused):
+    """Median ms of a step, its FLOPs (forward + backward, counted once before timing)."""
     rk, dk, b, p = PRESETS[preset]
     torch.manual_seed(0)
     R = UNet(**rk).to(device).train()
     D = CondUNet(**dk).to(device).train()
+    for m in R.modules():
+        if isinstance(m, torch.nn.LeakyReLU):
+            m.inplace = True
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    R, D = R.to(memory_format=fmt), D.to(memory_format=fmt)
     params = list(R.parameters()) + (list(D.parameters()) if method == "da" else [])
-    opt = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
-    x_s, y_s, x_r = (torch.rand(b, 3, p, p, device=device) for _ in range(3))
+    opt = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                           **({"fused": True} if fused else {}))
+    x_s, y_s, x_r = (torch.rand(b, 3, p, p, device=device).contiguous(memory_format=fmt) for _ in range(3))
     ab = abar().to(device)
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
+
+    def step():
         opt.zero_grad(set_to_none=True)
         if method == "vanilla":
             loss = torch.sqrt((x_s + R(x_s) - y_s) ** 2 + 1e-6).mean()
         else:
             loss = da_loss(R, D, x_s, y_s, x_r, ab)
         loss.backward()
+        return loss
+
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc:
+        step()
+    flops = fc.get_total_flops()
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        step()
         opt.step()
         if device != "cpu":
             torch.cuda.synchronize()
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), flops
 
 
 def main():
@@ -90,13 +117,20 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-channels-last", action="store_true", help="NCHW activations (slower on CPU)")
+    ap.add_argument("--no-fused-adam", action="store_true", help="torch's default for-loop Adam")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     for method in a.methods.split(","):
-        ms = bench(method, a.preset, a.steps, a.warmup, a.device)
+        ms, flops = bench(method, a.preset, a.steps, a.warmup, a.device, not a.no_channels_last,
+                          not a.no_fused_adam)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "preset": a.preset, "method": method, "median_ms": round(ms, 2)}))
+                          "preset": a.preset, "method": method, "median_ms": round(ms, 2),
+                          "gflop": round(flops / 1e9, 3), "gflops": round(flops / 1e6 / ms, 1),
+                          "peak_rss_mb": round(peak_mb, 1), "channels_last": not a.no_channels_last,
+                          "fused_adam": not a.no_fused_adam}), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,23 @@ use anyhow::{bail, Context, Result};
 use crate::cargo;
 
 /// `cargo xtask bench`: times daa's train steps (`daa bench`) and the same steps in PyTorch
-/// (`scripts/bench_torch.py`, the project's own re-implementation) in one run, and prints the
-/// medians with their ratio. Needs `pip install torch` for the comparison.
+/// (`scripts/bench_torch.py`, the project's own re-implementation) in one run, interleaved
+/// (for each preset, thread count and method: daa, then PyTorch, each in its own process so
+/// that its peak RSS is its own), and prints the medians with their ratio, the achieved
+/// GFLOP/s of each side (FLOPs of a step counted once by PyTorch's flop counter on the same
+/// networks) and each side's peak RSS. Needs `pip install torch` for the comparison.
 #[derive(clap::Args)]
 pub struct Bench {
-    /// Sizes: cpu (the denoise preset's networks) or paper.
+    /// Comma-separated sizes: cpu (the denoise preset's networks), paper-small (the paper
+    /// networks at batch 2, 64x64), paper (batch 24, 128x128).
     #[arg(long, default_value = "cpu")]
     preset: String,
+    /// Comma-separated methods: vanilla, da.
+    #[arg(long, default_value = "vanilla,da")]
+    methods: String,
+    /// Comma-separated CPU thread counts, each a separate run of both sides.
+    #[arg(long, default_value = "2,1")]
+    threads: String,
     /// Build with CUDA and run on cuda:0 (PyTorch on cuda too).
     #[arg(long)]
     cuda: bool,
@@ -46,62 +56,105 @@ fn run_lines(mut c: Command) -> Result<Vec<String>> {
         .collect())
 }
 
+/// One row of the table: a preset, method and thread count, both sides.
+struct Row {
+    preset: String,
+    method: String,
+    threads: String,
+    ours: Option<String>,
+    theirs: Option<String>,
+}
+
+fn num(line: &Option<String>, key: &str) -> f64 {
+    line.as_deref()
+        .and_then(|l| field(l, key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 impl Bench {
     pub fn run(self) -> Result<()> {
         if self.ops {
             crate::run_echoed(cargo(["bench", "-p", "daa-kernels"]))?;
         }
+        let mut build = cargo(["build", "--release", "-q", "-p", "daa-cli"]);
+        if self.cuda {
+            build.args(["--features", "cuda"]);
+        }
+        crate::run_echoed(build)?;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let daa_bin = root.join("target/release/daa");
         let steps = self.steps.to_string();
-        let mut daa = cargo(["run", "--release", "-q", "-p", "daa-cli"]);
-        if self.cuda {
-            daa.args(["--features", "cuda"]);
+        let mut rows = Vec::new();
+        for preset in self.preset.split(',') {
+            for threads in self.threads.split(',') {
+                for method in self.methods.split(',') {
+                    let mut daa = Command::new(daa_bin);
+                    daa.args(["-j", threads]);
+                    if self.cuda {
+                        daa.args(["--device", "cuda:0"]);
+                    }
+                    daa.args([
+                        "bench",
+                        "--preset",
+                        preset,
+                        "--methods",
+                        method,
+                        "--steps",
+                        &steps,
+                    ]);
+                    let ours = run_lines(daa)?.into_iter().next();
+                    let mut torch = Command::new("python3");
+                    torch.arg(root.join("scripts/bench_torch.py")).args([
+                        "--preset",
+                        preset,
+                        "--methods",
+                        method,
+                        "--steps",
+                        &steps,
+                        "--threads",
+                        threads,
+                    ]);
+                    if self.cuda {
+                        torch.args(["--device", "cuda"]);
+                    }
+                    let theirs = run_lines(torch)
+                        .unwrap_or_else(|e| {
+                            eprintln!("PyTorch comparison skipped: {e:#}");
+                            Vec::new()
+                        })
+                        .into_iter()
+                        .next();
+                    rows.push(Row {
+                        preset: preset.to_string(),
+                        method: method.to_string(),
+                        threads: threads.to_string(),
+                        ours,
+                        theirs,
+                    });
+                }
+            }
         }
-        daa.args(["--", "bench", "--preset", &self.preset, "--steps", &steps]);
-        if self.cuda {
-            daa.args(["--device", "cuda:0"]);
-        }
-        let ours = run_lines(daa)?;
-        let threads = ours
-            .first()
-            .and_then(|l| field(l, "threads"))
-            .unwrap_or("0")
-            .to_string();
-        let mut torch = Command::new("python3");
-        torch.args([
-            "scripts/bench_torch.py",
-            "--preset",
-            &self.preset,
-            "--steps",
-            &steps,
-            "--threads",
-            &threads,
-        ]);
-        if self.cuda {
-            torch.args(["--device", "cuda"]);
-        }
-        let theirs = run_lines(torch).unwrap_or_else(|e| {
-            eprintln!("PyTorch comparison skipped: {e:#}");
-            Vec::new()
-        });
-        println!("\n| preset | method | daa ms/step | PyTorch ms/step | daa / PyTorch |\n|---|---|---|---|---|");
-        for line in &ours {
-            let method = field(line, "method").unwrap_or("?");
-            let ms: f64 = field(line, "median_ms")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::NAN);
-            let torch_ms: f64 = theirs
-                .iter()
-                .find(|l| field(l, "method") == Some(method))
-                .and_then(|l| field(l, "median_ms")?.parse().ok())
-                .unwrap_or(f64::NAN);
+        println!(
+            "\n| preset | method | threads | daa ms/step | PyTorch ms/step | daa / PyTorch | GFLOP/step | daa GFLOP/s | PyTorch GFLOP/s | daa peak RSS MB | PyTorch peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for r in &rows {
+            let (ms, torch_ms) = (num(&r.ours, "median_ms"), num(&r.theirs, "median_ms"));
+            let gflop = num(&r.theirs, "gflop");
             println!(
-                "| {} | {method} | {ms:.1} | {torch_ms:.1} | {:.2} |",
-                self.preset,
-                ms / torch_ms
+                "| {} | {} | {} | {ms:.1} | {torch_ms:.1} | {:.2} | {gflop:.2} | {:.1} | {:.1} | {:.0} | {:.0} |",
+                r.preset,
+                r.method,
+                r.threads,
+                ms / torch_ms,
+                gflop / ms * 1e3,
+                gflop / torch_ms * 1e3,
+                num(&r.ours, "peak_rss_mb"),
+                num(&r.theirs, "peak_rss_mb"),
             );
         }
         println!(
-            "\n(medians of {} steps after warm-up; {threads} CPU threads each)",
+            "\n(medians of {} steps after warm-up; FLOPs of a step counted by PyTorch's flop counter)",
             self.steps
         );
         Ok(())

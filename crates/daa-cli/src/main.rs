@@ -24,7 +24,7 @@ struct Cli {
     /// Log more (-v: info, -vv: debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// CPU threads for tensor ops (default: RAYON_NUM_THREADS / CANDLE_NUM_THREADS, else one
+    /// CPU threads for tensor ops (default: RAYON_NUM_THREADS, else one
     /// per core). Several runs side by side on a small machine go faster with 1 each.
     #[arg(short = 'j', long, global = true)]
     threads: Option<usize>,
@@ -52,12 +52,18 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    // candle reads these when its thread pools and gemm first run, which is after this
+    // point; nothing else runs yet, so setting the environment is race-free.
     if let Some(n) = cli.threads {
-        // candle reads these when its thread pool and gemm first run, which is after this
-        // point; nothing else runs yet, so setting the environment is race-free.
-        let n = n.max(1).to_string();
-        std::env::set_var("RAYON_NUM_THREADS", &n);
-        std::env::set_var("CANDLE_NUM_THREADS", &n);
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
+    // CANDLE_NUM_THREADS sizes candle's barrier pool, which runs only elementwise ops (memory
+    // bound); its caller busy-waits for the workers without ever yielding, and with other
+    // processes on the cores that spin took 43% of a DA step's samples (docs/performance.md).
+    // One thread for those ops unless the user asks otherwise; gemm, the convs and the
+    // GroupNorm run on the rayon pool (RAYON_NUM_THREADS, -j).
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     let level = match cli.verbose {
         0 => "warn",

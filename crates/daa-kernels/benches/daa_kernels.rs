@@ -15,9 +15,33 @@ fn time(iters: u64, f: impl Fn() -> candle_core::Result<()>) -> Duration {
     t0.elapsed()
 }
 
+/// The previous CPU conv: the full im2col matrix as one tensor, one candle matmul, and a
+/// transpose back to NCHW (backward through candle's matmul and col2im).
+fn conv_full_im2col(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, c, h, wd) = x.dims4()?;
+    let (o, _, k, _) = w.dims4()?;
+    let g = daa_kernels::Conv2dGeometry {
+        b,
+        c,
+        h,
+        w: wd,
+        k,
+        stride: 1,
+        padding: k / 2,
+    };
+    let (oh, ow) = (g.oh(), g.ow());
+    let cols = daa_kernels::im2col(x, g)?.reshape((b * oh * ow, g.ckk()))?;
+    let out = cols.matmul(&w.reshape((o, g.ckk()))?.t()?)?;
+    out.reshape((b, oh * ow, o))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, o, oh, ow))
+}
+
 fn conv(c: &mut Criterion) {
     let dev = Device::Cpu;
-    for (b, ch, hw) in [(8, 16, 48), (8, 32, 64)] {
+    // The cpu preset's first level, a wider level, and a paper-network level at batch 2.
+    for (b, ch, hw) in [(8, 16, 48), (8, 32, 64), (2, 256, 16)] {
         let x = Var::from_tensor(
             &Tensor::randn(0f32, 1., (b, ch, hw, hw), &dev).unwrap_or_else(|e| panic!("{e}")),
         )
@@ -32,6 +56,16 @@ fn conv(c: &mut Criterion) {
             bn.iter_custom(|n| {
                 time(n, || {
                     daa_kernels::conv2d(x.as_tensor(), w.as_tensor(), 1, 1)?
+                        .sum_all()?
+                        .backward()
+                        .map(|_| ())
+                })
+            })
+        });
+        g.bench_function("full_im2col_fwd_bwd", |bn| {
+            bn.iter_custom(|n| {
+                time(n, || {
+                    conv_full_im2col(x.as_tensor(), w.as_tensor())?
                         .sum_all()?
                         .backward()
                         .map(|_| ())

@@ -1,9 +1,13 @@
 //! conv2d as im2col + gemm, with a backward for each piece.
 
 use candle_core::{
-    backend::BackendStorage, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor,
+    backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
+    Shape, Tensor,
 };
 use rayon::prelude::*;
+
+use crate::cpu_conv;
+pub use crate::cpu_conv::CONV_SCRATCH_BYTES;
 
 /// Geometry of a 2-D convolution (square kernel, dilation 1, one group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,11 +227,45 @@ pub fn col2im(cols: &Tensor, g: Conv2dGeometry) -> Result<Tensor> {
 }
 
 /// 2-D convolution `(B, C, H, W) * (O, C, k, k) -> (B, O, OH, OW)`, zero padding, one group,
-/// no bias, differentiable in both arguments. CPU: im2col + one gemm (forward and backward);
+/// no bias, differentiable in both arguments. CPU (f32/f64): one custom op whose forward,
+/// input gradient and weight gradient are each gemm calls on im2col chunks of at most
+/// [`CONV_SCRATCH_BYTES`] per thread, so scratch memory stays bounded whatever the image size;
 /// other devices: candle's `conv2d`.
 pub fn conv2d(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    conv2d_chunked(xs, w, padding, stride, 0)
+}
+
+/// [`conv2d`] plus a bias `(O,)`, added inside the op on the CPU (the gemm accumulates onto
+/// the bias; its gradient is one sum over the output gradient).
+pub fn conv2d_bias(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let o = w.dim(0)?;
+    if bias.dims() != [o] {
+        candle_core::bail!(
+            "conv2d: bias {:?} does not match {o} output channels",
+            bias.shape()
+        );
+    }
+    if !xs.device().is_cpu() || !matches!(xs.dtype(), DType::F32 | DType::F64) {
+        return conv2d(xs, w, padding, stride)?.broadcast_add(&bias.reshape((1, o, 1, 1))?);
+    }
+    let g = geometry(xs, w, padding, stride)?;
+    xs.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &bias.contiguous()?,
+        ConvBiasOp { g, chunk: 0 },
+    )
+}
+
+/// The geometry of a CPU conv of `xs` by `w`, with the shapes and dtypes checked.
+fn geometry(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Conv2dGeometry> {
     let (b, c, h, wd) = xs.dims4()?;
-    let (o, ci, kh, kw) = w.dims4()?;
+    let (_o, ci, kh, kw) = w.dims4()?;
     if ci != c || kh != kw {
         candle_core::bail!(
             "conv2d: input {:?} and square kernel {:?} disagree",
@@ -235,8 +273,12 @@ pub fn conv2d(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<
             w.shape()
         );
     }
-    if !xs.device().is_cpu() || !matches!(xs.dtype(), DType::F32 | DType::F64) {
-        return xs.conv2d(w, padding, stride, 1, 1);
+    if w.dtype() != xs.dtype() {
+        candle_core::bail!(
+            "conv2d: input {:?} and weight {:?} dtypes differ",
+            xs.dtype(),
+            w.dtype()
+        );
     }
     let g = Conv2dGeometry {
         b,
@@ -248,15 +290,263 @@ pub fn conv2d(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<
         padding,
     };
     g.check()?;
-    let cols = im2col(xs, g)?; // (B, OH*OW, CKK)
-    let (oh, ow) = (g.oh(), g.ow());
-    let cols = cols.reshape((b * oh * ow, g.ckk()))?;
-    let wt = w.reshape((o, g.ckk()))?.t()?; // (CKK, O)
-    let out = cols.matmul(&wt)?; // (B*OH*OW, O)
-    out.reshape((b, oh * ow, o))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, o, oh, ow))
+    Ok(g)
+}
+
+/// [`conv2d`] with the im2col chunk fixed to `chunk` output positions (0: as many as fit in
+/// [`CONV_SCRATCH_BYTES`]). The result does not depend on the chunk beyond float rounding of
+/// the weight gradient's sum; tests use this to compare the chunked and unchunked paths.
+pub fn conv2d_chunked(
+    xs: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    stride: usize,
+    chunk: usize,
+) -> Result<Tensor> {
+    if !xs.device().is_cpu() || !matches!(xs.dtype(), DType::F32 | DType::F64) {
+        let (_, c, _, _) = xs.dims4()?;
+        let (_, ci, kh, kw) = w.dims4()?;
+        if ci != c || kh != kw {
+            candle_core::bail!(
+                "conv2d: input {:?} and square kernel {:?} disagree",
+                xs.shape(),
+                w.shape()
+            );
+        }
+        return xs.conv2d(w, padding, stride, 1, 1);
+    }
+    let g = geometry(xs, w, padding, stride)?;
+    xs.contiguous()?
+        .apply_op2(&w.contiguous()?, ConvOp { g, chunk })
+}
+
+/// The CPU convolution as one op (forward = [`cpu_conv::forward`]); its backward is two more
+/// ops, for the input and the weight gradient, each on bounded im2col chunks.
+struct ConvOp {
+    g: Conv2dGeometry,
+    chunk: usize,
+}
+/// [`ConvOp`] with a bias as third argument.
+struct ConvBiasOp {
+    g: Conv2dGeometry,
+    chunk: usize,
+}
+/// The bias gradient: `dy (B, O, OH, OW) -> (O,)`.
+struct BiasGrad;
+struct ConvBwdData {
+    g: Conv2dGeometry,
+    chunk: usize,
+}
+struct ConvBwdFilter {
+    g: Conv2dGeometry,
+    chunk: usize,
+}
+
+macro_rules! conv_dispatch {
+    ($name:expr, $s1:expr, $l1:expr, $s2:expr, $l2:expr, $f:path, $g:expr, $chunk:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32($f(
+                contiguous_slice(a, $l1)?,
+                contiguous_slice(b, $l2)?,
+                $g,
+                $chunk,
+            )),
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64($f(
+                contiguous_slice(a, $l1)?,
+                contiguous_slice(b, $l2)?,
+                $g,
+                $chunk,
+            )),
+            (a, b) => candle_core::bail!(
+                "{}: unsupported dtypes {:?}, {:?} (f32 or f64, both the same)",
+                $name,
+                a.dtype(),
+                b.dtype()
+            ),
+        }
+    };
+}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "daa_kernels::conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let o = l2.dims()[0];
+        let out = conv_dispatch!(
+            self.name(),
+            s1,
+            l1,
+            s2,
+            l2,
+            cpu_conv::forward,
+            &g,
+            self.chunk
+        );
+        Ok((out, Shape::from((g.b, o, g.oh(), g.ow()))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (g, chunk) = (self.g, self.chunk);
+        let dy = dy.contiguous()?;
+        let dx = dy.apply_op2_no_bwd(w, &ConvBwdData { g, chunk })?;
+        let dw = x.apply_op2_no_bwd(&dy, &ConvBwdFilter { g, chunk })?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for ConvBiasOp {
+    fn name(&self) -> &'static str {
+        "daa_kernels::conv2d_bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, chunk) = (self.g, self.chunk);
+        let o = l2.dims()[0];
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                CpuStorage::F32(cpu_conv::forward_bias(
+                    contiguous_slice(x, l1)?,
+                    contiguous_slice(w, l2)?,
+                    Some(contiguous_slice(b, l3)?),
+                    &g,
+                    chunk,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                CpuStorage::F64(cpu_conv::forward_bias(
+                    contiguous_slice(x, l1)?,
+                    contiguous_slice(w, l2)?,
+                    Some(contiguous_slice(b, l3)?),
+                    &g,
+                    chunk,
+                ))
+            }
+            (a, _, _) => candle_core::bail!(
+                "{}: unsupported dtype {:?} (f32 or f64, all three the same)",
+                self.name(),
+                a.dtype()
+            ),
+        };
+        Ok((out, Shape::from((g.b, o, g.oh(), g.ow()))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (g, chunk) = (self.g, self.chunk);
+        let dy = dy.contiguous()?;
+        let dx = dy.apply_op2_no_bwd(w, &ConvBwdData { g, chunk })?;
+        let dw = x.apply_op2_no_bwd(&dy, &ConvBwdFilter { g, chunk })?;
+        let db = dy.apply_op1_no_bwd(&BiasGrad)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl CustomOp1 for BiasGrad {
+    fn name(&self) -> &'static str {
+        "daa_kernels::conv2d_bias_grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, o) = (l.dims()[0], l.dims()[1]);
+        let out = match s {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(cpu_conv::bias_grad(contiguous_slice(v, l)?, b, o))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(cpu_conv::bias_grad(contiguous_slice(v, l)?, b, o))
+            }
+            other => candle_core::bail!(
+                "{}: unsupported dtype {:?} (f32, f64)",
+                self.name(),
+                other.dtype()
+            ),
+        };
+        Ok((out, Shape::from(o)))
+    }
+}
+
+impl CustomOp2 for ConvBwdData {
+    fn name(&self) -> &'static str {
+        "daa_kernels::conv2d_bwd_data"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let out = conv_dispatch!(
+            self.name(),
+            s1,
+            l1,
+            s2,
+            l2,
+            cpu_conv::backward_data,
+            &g,
+            self.chunk
+        );
+        Ok((out, Shape::from((g.b, g.c, g.h, g.w))))
+    }
+}
+
+impl CustomOp2 for ConvBwdFilter {
+    fn name(&self) -> &'static str {
+        "daa_kernels::conv2d_bwd_filter"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let o = l2.dims()[1];
+        let out = conv_dispatch!(
+            self.name(),
+            s1,
+            l1,
+            s2,
+            l2,
+            cpu_conv::backward_filter,
+            &g,
+            self.chunk
+        );
+        Ok((out, Shape::from((o, g.c, g.k, g.k))))
+    }
 }
 
 /// A conv layer on [`conv2d`]: weight `(O, C, k, k)`, optional bias `(O,)`.
@@ -286,10 +576,9 @@ impl Conv2d {
 
 impl candle_core::Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = conv2d(xs, &self.weight, self.padding, self.stride)?;
         match &self.bias {
-            Some(b) => ys.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(ys),
+            Some(b) => conv2d_bias(xs, &self.weight, b, self.padding, self.stride),
+            None => conv2d(xs, &self.weight, self.padding, self.stride),
         }
     }
 }

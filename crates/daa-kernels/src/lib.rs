@@ -22,9 +22,13 @@
 #![warn(missing_docs)]
 
 mod conv;
+mod cpu_conv;
 mod group_norm;
 mod slots;
 
-pub use conv::{col2im, conv2d, im2col, Conv2d, Conv2dGeometry};
+pub use conv::{
+    col2im, conv2d, conv2d_bias, conv2d_chunked, im2col, Conv2d, Conv2dGeometry, CONV_SCRATCH_BYTES,
+};
+pub use cpu_conv::conv_chunk_len;
 pub use group_norm::{group_norm, group_norm_reference};
 pub use slots::{swap_condition, swap_condition_reference};

@@ -10,8 +10,8 @@ use daa_train::{Batch, Method, Models, TrainConfig};
 #[derive(clap::Args)]
 pub struct Args {
     /// Network sizes: cpu (the denoise preset's: U-Net width 16, CondUNet width 16, batch 8,
-    /// 48x48) or paper (the denoise-paper preset's: U-Net 8.56 M + CondUNet 62.6 M, batch 24,
-    /// 128x128).
+    /// 48x48), paper (the denoise-paper preset's: U-Net 8.56 M + CondUNet 62.6 M, batch 24,
+    /// 128x128) or paper-small (the paper networks at batch 2, 64x64).
     #[arg(long, default_value = "cpu")]
     preset: String,
     /// Comma-separated: vanilla, da.
@@ -30,7 +30,12 @@ impl Args {
         let base = match self.preset.as_str() {
             "cpu" => TrainConfig::denoise(),
             "paper" => TrainConfig::denoise_paper(),
-            other => bail!("unknown bench preset {other:?} (cpu, paper)"),
+            "paper-small" => TrainConfig {
+                batch_size: 2,
+                patch_size: 64,
+                ..TrainConfig::denoise_paper()
+            },
+            other => bail!("unknown bench preset {other:?} (cpu, paper, paper-small)"),
         };
         for name in self.methods.split(',') {
             let method: Method = name.parse()?;
@@ -67,10 +72,18 @@ impl Args {
             {
                 println!(
                     "{}",
-                    serde_json::json!({"impl": "daa", "threads": candle_core::utils::get_num_threads(), "preset": self.preset, "method": method.name(), "median_ms": (median * 100.0).round() / 100.0})
+                    serde_json::json!({"impl": "daa", "threads": candle_core::utils::get_num_threads(), "preset": self.preset, "method": method.name(), "median_ms": (median * 100.0).round() / 100.0, "peak_rss_mb": peak_rss_mb()})
                 );
             }
         }
         Ok(())
     }
+}
+
+/// The process's peak resident memory in MiB (`VmHWM` of /proc/self/status; null elsewhere).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
