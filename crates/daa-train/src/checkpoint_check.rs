@@ -139,6 +139,37 @@ pub(crate) fn parameters(cfg: &BackboneConfig) -> f64 {
             let hidden = c.depth.saturating_sub(2) as f64;
             conv(3.0, w, 3.0) + hidden * (conv(w, w, 3.0) + 4.0 * w) + conv(w, 3.0, 3.0)
         }
+        BackboneConfig::Restormer(c) => {
+            // A transformer block of c channels: MDTA (qkv 1x1 + 3x3 depthwise, projection) about
+            // 4c^2, GDFN with hidden h = expansion * c about 3hc: within ~10% of the real count.
+            let block = |ch: f64| 4.0 * ch * ch + 3.0 * c.ffn_expansion_factor * ch * ch;
+            let w = c.dim as f64;
+            let enc: f64 = (0..4)
+                .map(|i| c.num_blocks[i] as f64 * block(w * 2f64.powi(i as i32)))
+                .sum();
+            let dec: f64 = (0..3)
+                .map(|i| c.num_blocks[i] as f64 * block(w * 2f64.powi(i as i32 + 1).min(8.0)))
+                .sum();
+            enc + dec + c.num_refinement_blocks as f64 * block(2.0 * w) + 2.0 * conv(3.0, w, 3.0)
+        }
+        BackboneConfig::Uformer(c) => {
+            // A LeWin block of c channels: attention 4c^2, LeFF 2 * mlp_ratio * c^2; encoder
+            // levels at 2^i * embed_dim, the bottleneck at 2^n, decoder levels at twice the
+            // encoder's width (concatenated skips): an estimate within a few tens of percent.
+            let block = |ch: f64| (4.0 + 2.0 * c.mlp_ratio) * ch * ch;
+            let w = c.embed_dim as f64;
+            let n = c.depths.len();
+            c.depths
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| {
+                    let level = if i < n / 2 { i } else { n - 1 - i };
+                    let mult = if i < n / 2 { 1.0 } else { 2.0 };
+                    d as f64 * block(mult * w * 2f64.powi(level as i32))
+                })
+                .sum::<f64>()
+                + 2.0 * conv(3.0, w, 3.0)
+        }
         BackboneConfig::NafNet(c) => {
             // A NAFBlock of c channels: 1x1 convs c->2c, c->c (x3), c->2c, a 3x3 depthwise conv
             // on 2c, two LayerNorms and two scales: about 7c^2 + 30c.

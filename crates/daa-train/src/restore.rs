@@ -84,6 +84,16 @@ pub fn bytes_per_pixel(cfg: &BackboneConfig) -> u64 {
         BackboneConfig::UNet(c) => 9 * c.width + 16,
         BackboneConfig::DnCnn(c) => 4 * c.width + 16,
         BackboneConfig::NafNet(c) => 8 * c.width + 16,
+        // Restormer: a block's input, the GDFN's two expanded branches (2 * 2.66 W) and the
+        // attention's q/k/v (3W) at full resolution: ~12W.
+        BackboneConfig::Restormer(c) => 12 * c.dim + 16,
+        // Uformer: a LeWin block's input, q/k/v, the LeFF hidden layer (mlp_ratio * W) and
+        // each head's window attention map (win^2 values per pixel per head).
+        BackboneConfig::Uformer(c) => {
+            (6.0 * c.embed_dim as f64 + c.mlp_ratio * c.embed_dim as f64) as usize
+                + c.win_size * c.win_size * c.num_heads.first().copied().unwrap_or(1)
+                + 16
+        }
     };
     2 * 4 * floats as u64
 }
