@@ -1,4 +1,5 @@
-//! Project checks that are also tests, in the spirit of rust-analyzer's `xtask/src/tidy.rs`:
+//! Project checks that are also tests, in the spirit of rust-analyzer's tidy test (`src/tidy.rs` of
+//! its xtask):
 //! the crate graph matches the edges allowed in docs/crate-graph.md, and every reference in the
 //! docs and the code resolves (file paths, `docs/method.md` section numbers).
 
