@@ -460,8 +460,18 @@ mod tests {
             ..r
         };
         assert_eq!(none.at(0), r.at(299_000));
-        assert!(LambdaRamp { lambda_max: f64::NAN, ..r }.validate().is_err());
-        assert!(LambdaRamp { lambda_max: -0.1, ..r }.validate().is_err());
+        assert!(LambdaRamp {
+            lambda_max: f64::NAN,
+            ..r
+        }
+        .validate()
+        .is_err());
+        assert!(LambdaRamp {
+            lambda_max: -0.1,
+            ..r
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]
@@ -469,8 +479,14 @@ mod tests {
         let x = Tensor::new(&[0f32, 0.25, 1.0], &Device::Cpu)?;
         let s = ValueRange::Signed.from_unit(&x)?;
         assert_eq!(s.to_vec1::<f32>()?, [-1.0, -0.5, 1.0]);
-        assert_eq!(ValueRange::Signed.to_unit(&s)?.to_vec1::<f32>()?, [0.0, 0.25, 1.0]);
-        assert_eq!(ValueRange::Unit.from_unit(&x)?.to_vec1::<f32>()?, [0.0, 0.25, 1.0]);
+        assert_eq!(
+            ValueRange::Signed.to_unit(&s)?.to_vec1::<f32>()?,
+            [0.0, 0.25, 1.0]
+        );
+        assert_eq!(
+            ValueRange::Unit.from_unit(&x)?.to_vec1::<f32>()?,
+            [0.0, 0.25, 1.0]
+        );
         assert_eq!(
             serde_json::to_string(&ValueRange::Signed).map_err(candle_core::Error::wrap)?,
             "\"signed\""
