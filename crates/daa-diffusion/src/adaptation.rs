@@ -1,9 +1,10 @@
 //! The noise-space adaptation loss of Denoising as Adaptation (METHOD.md section 2).
 
 use candle_core::{DType, Device, Result, Tensor};
-use rand::Rng;
+use rand::{Rng, RngCore};
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::unet::reborrow;
 use crate::{q_sample, swap_mask, CondUNet, NoiseSchedule};
 
 /// Which form of the method.
@@ -231,27 +232,31 @@ impl AdaptationLoss {
         })
     }
 
-    /// One evaluation of the loss with network `net` (dropout on when `train`), its noise
-    /// levels, noise and swap masks drawn from `rng` ([`Self::draw`]). See [`Self::compute_with`].
+    /// One evaluation of the loss with network `net`. Noise levels, noise and swap masks come
+    /// from `rng` ([`Self::draw`]); both passes share them (same `y_noisy`, `gamma`, `eps`).
+    /// Training mode: `dropout` is the RNG of `net`'s dropout masks (`None`: no dropout). The
+    /// same seeds give the same result. See [`Self::compute_with`].
     pub fn compute(
         &self,
         net: &CondUNet,
         x: &AdaptationInputs,
         rng: &mut impl Rng,
-        train: bool,
+        dropout: Option<&mut dyn RngCore>,
     ) -> Result<AdaptationParts> {
         let draws = self.draw(x.clean, rng)?;
-        self.compute_with(net, x, &draws, train)
+        self.compute_with(net, x, &draws, dropout)
     }
 
-    /// One evaluation of the loss with given draws. Both passes share `y_noisy`, `gamma` and
-    /// `eps`. Nothing is detached: gradients flow into `net` and into both residuals.
+    /// One evaluation of the loss with given draws; `dropout` as in [`Self::compute`] (its
+    /// masks are drawn in forward order, positive pass first). Both passes share `y_noisy`,
+    /// `gamma` and `eps`. Nothing is detached: gradients flow into `net` and into both
+    /// residuals.
     pub fn compute_with(
         &self,
         net: &CondUNet,
         x: &AdaptationInputs,
         draws: &AdaptationDraws,
-        train: bool,
+        mut dropout: Option<&mut dyn RngCore>,
     ) -> Result<AdaptationParts> {
         let (b, _, _, _) = x.clean.dims4()?;
         for (name, t) in [
@@ -290,15 +295,24 @@ impl AdaptationLoss {
         let y_noisy = q_sample(x.clean, &gamma, eps)?;
         let gamma = gamma.to_dtype(x.clean.dtype())?;
 
-        let pass = |a: &Tensor, bb: &Tensor, mask: &[bool]| -> Result<Tensor> {
+        let pass = |a: &Tensor,
+                    bb: &Tensor,
+                    mask: &[bool],
+                    dropout: Option<&mut dyn RngCore>|
+         -> Result<Tensor> {
             // swap_slots + condition, fused (daa-kernels; same values and gradients).
             let cond = daa_kernels::swap_condition(&y_noisy, a, bb, mask)?;
-            let pred = net.forward_t(&cond, &gamma, train)?;
+            let pred = net.forward_t(&cond, &gamma, dropout)?;
             (eps - pred)?.sqr()?.mean_all()
         };
         let restored_s = (x.source_input + x.source_residual)?;
         let restored_r = (x.target_input + x.target_residual)?;
-        let d_pos = pass(&restored_s, &restored_r, &draws.pos_swapped)?;
+        let d_pos = pass(
+            &restored_s,
+            &restored_r,
+            &draws.pos_swapped,
+            reborrow(&mut dropout),
+        )?;
         let Some(neg_mask) = draws.neg_swapped.as_ref().filter(|_| negative) else {
             return Ok(AdaptationParts {
                 noise: d_pos.clone(),
@@ -312,7 +326,7 @@ impl AdaptationLoss {
         };
         let neg_s = (x.source_input + x.target_residual)?;
         let neg_r = (x.target_input + x.source_residual)?;
-        let d_neg = pass(&neg_s, &neg_r, neg_mask)?;
+        let d_neg = pass(&neg_s, &neg_r, neg_mask, dropout)?;
         let hinge = contrastive_hinge(&d_pos, &d_neg, self.cfg.margin)?;
         let noise = ((&d_pos + &hinge)? * 0.5)?;
         Ok(AdaptationParts {

@@ -30,7 +30,8 @@
 //! let unet = CondUNet::new(vb.pp("diffusion"), &CondUNetConfig::tiny())?;
 //! let loss_fn = AdaptationLoss::new(NoiseSchedule::paper(), AdaptationConfig::paper())?;
 //! let mut opt = candle_nn::AdamW::new(varmap.all_vars(), candle_nn::ParamsAdamW { lr: 1e-4, weight_decay: 0.0, ..Default::default() })?;
-//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);         // noise levels, noise, swaps
+//! let mut dropout = rand_chacha::ChaCha8Rng::seed_from_u64(1);     // the CondUNet's dropout masks
 //!
 //! let clean = Tensor::rand(0f32, 1., (2, 3, 16, 16), &dev)?;        // source clean target
 //! let x_s = (&clean + Tensor::randn(0f32, 0.1, (2, 3, 16, 16), &dev)?)?; // source (synthetic) input
@@ -38,7 +39,7 @@
 //! let (r_s, r_r) = (restorer.forward(&x_s)?, restorer.forward(&x_r)?);
 //! let parts = loss_fn.compute(&unet, &AdaptationInputs {
 //!     clean: &clean, source_input: &x_s, target_input: &x_r, source_residual: &r_s, target_residual: &r_r,
-//! }, &mut rng, true)?;
+//! }, &mut rng, Some(&mut dropout))?;
 //! let rec = ((&x_s + &r_s)? - &clean)?.abs()?.mean_all()?;               // your restoration loss
 //! let total = (rec + (parts.noise * 0.2)?)?;                              // + lambda * L_noise
 //! opt.backward_step(&total)?;                                              // one step over both networks

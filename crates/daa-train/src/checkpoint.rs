@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -40,7 +40,10 @@ pub(crate) fn save_tensors(
     write_atomic(path, |tmp| {
         let mut items: Vec<(&String, &Tensor)> = tensors.iter().collect();
         items.sort_by(|a, b| a.0.cmp(b.0));
-        safetensors::serialize_to_file(items, Some(metadata), tmp).map_err(|e| Error::io(path, e))
+        safetensors::serialize_to_file(items, Some(metadata), tmp).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("cannot write: {e}"),
+        })
     })
 }
 
@@ -48,7 +51,7 @@ pub(crate) fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>>
     let data = varmap
         .data()
         .lock()
-        .map_err(|e| Error::Config(format!("varmap lock poisoned: {e}")))?;
+        .map_err(|_| Error::Poisoned("variable map"))?;
     Ok(data
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
@@ -58,7 +61,10 @@ pub(crate) fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>>
 /// Saves a restorer's weights with its configuration in the file's metadata
 /// (`daa.format`, `daa.backbone` as JSON), so `daa restore` needs nothing else.
 pub fn save_restorer(path: &Path, varmap: &VarMap, cfg: &BackboneConfig) -> Result<()> {
-    let json = serde_json::to_string(cfg).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_string(cfg).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     let meta = HashMap::from([
         ("daa.format".to_string(), RESTORER_FORMAT.to_string()),
         ("daa.backbone".to_string(), json),
@@ -87,7 +93,7 @@ pub(crate) fn load_into(varmap: &VarMap, path: &Path, device: &Device) -> Result
     let data = varmap
         .data()
         .lock()
-        .map_err(|e| Error::Config(format!("varmap lock poisoned: {e}")))?;
+        .map_err(|_| Error::Poisoned("variable map"))?;
     let mut missing: Vec<&String> = data.keys().filter(|k| !tensors.contains_key(*k)).collect();
     missing.sort();
     if !missing.is_empty() {
@@ -145,25 +151,4 @@ pub fn load_restorer(
     let net = cfg.build(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     load_into(&varmap, path, device)?;
     Ok((cfg, net, varmap))
-}
-
-/// The periodic checkpoint files of a run, oldest first: `restorer-{step}.safetensors`.
-pub(crate) fn periodic_checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
-    let mut out: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let step = name
-                        .strip_prefix("restorer-")?
-                        .strip_suffix(".safetensors")?
-                        .parse()
-                        .ok()?;
-                    Some((step, e.path()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
 }

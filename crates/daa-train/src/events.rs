@@ -46,4 +46,9 @@ pub enum Event {
         /// The restorer file.
         path: PathBuf,
     },
+    /// Something failed that does not stop training (e.g. deleting an old checkpoint).
+    Warning {
+        /// What happened.
+        message: String,
+    },
 }

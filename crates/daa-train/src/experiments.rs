@@ -106,7 +106,8 @@ pub fn condition_noise(
             let gamma = Tensor::from_vec(gammas, cfg.batch_size, device)?;
             let eps = gaussian_like(&y0, &mut rng)?;
             let y_noisy = q_sample(&y0, &gamma, &eps)?;
-            let pred = net.forward_t(&Tensor::cat(&[&y_noisy, &c], 1)?, &gamma, true)?;
+            // No dropout (the config sets it to 0).
+            let pred = net.forward_t(&Tensor::cat(&[&y_noisy, &c], 1)?, &gamma, None)?;
             Ok((eps - pred)?.sqr()?.mean_all()?)
         };
         let mut tail = Vec::new();

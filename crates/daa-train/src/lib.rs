@@ -1,9 +1,10 @@
 //! # daa-train: the training engine, metrics, checkpoints and inference helpers
 //!
-//! Wires `daa-degrade` (data) and `daa-backbones` (networks) into a plain training loop:
-//! Charbonnier loss, an Adam whose state the engine owns (so resume is exact), config as a
-//! serde struct with named presets, a run folder with the resolved config, JSONL metrics,
-//! atomic safetensors checkpoints, and PSNR/SSIM evaluation with explicit conventions.
+//! Wires `daa-degrade` (data) and `daa-backbones` / `daa-diffusion` (networks) into a plain
+//! training loop: Charbonnier loss, an Adam whose state the engine owns (so resume is exact),
+//! config as serde types with named presets and overrides, a run folder with the resolved
+//! config, JSONL metrics, atomic safetensors checkpoints, and PSNR/SSIM evaluation with
+//! explicit conventions. `docs/architecture.md` walks through the modules.
 //!
 //! Place in the crate graph: depends on the four libraries and `safetensors`; the `daa`
 //! binary (daa-cli) is a thin layer over it.
@@ -20,28 +21,38 @@
 
 mod checkpoint;
 mod config;
+mod data;
 mod engine;
 mod error;
 mod eval;
 mod events;
 pub mod experiments;
 mod init;
+mod log;
 mod loss;
 pub mod metrics;
+mod model;
 mod optim;
 mod restore;
+mod run_dir;
+mod seeds;
 mod step;
 
 pub use checkpoint::{load_restorer, save_restorer, write_atomic, RESTORER_FORMAT};
 pub use config::{
-    AdaptationSettings, DataSpec, EvalConfig, Method, OptimConfig, TargetSpec, TrainConfig, PRESETS,
+    arch, arch_names, backbone, backbone_names, AdaptationSettings, DataSpec, EvalConfig,
+    LossSettings, Method, OptimConfig, Overrides, Scale, ScheduleConfig, TargetSpec, TrainConfig,
+    PRESETS,
 };
+pub use data::{open_eval, open_pairs, OpenOptions, TrainData};
 pub use engine::{train, train_until, TrainSummary};
 pub use error::{Error, Result};
 pub use eval::{evaluate, EvalReport, ImageScores, Scores};
 pub use events::Event;
 pub use init::seeded_var_builder;
 pub use loss::charbonnier;
+pub use model::{Diffusion, Ema, Models, StepOutcome};
 pub use optim::Adam;
 pub use restore::{restore_image, TileConfig};
+pub use run_dir::{steps_to_prune, CheckpointKind, RunDir, TrainState};
 pub use step::{step_losses, Adaptation, Batch, LossParts};

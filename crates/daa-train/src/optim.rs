@@ -43,11 +43,6 @@ impl Adam {
         self.step
     }
 
-    /// Sets the learning rate (for schedules).
-    pub fn set_lr(&mut self, lr: f64) {
-        self.cfg.lr = lr;
-    }
-
     /// True when every gradient of this optimizer's variables is finite (one device sync).
     pub fn gradients_finite(&self, grads: &GradStore) -> Result<bool> {
         let mut sums = Vec::with_capacity(self.vars.len());

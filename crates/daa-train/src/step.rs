@@ -1,4 +1,4 @@
-//! One training step's losses: a pure function of the batch, the networks and the step's RNG.
+//! One training step's losses: a pure function of the batch, the networks and the step's RNGs.
 
 use candle_core::{Result, Tensor};
 use daa_backbones::Backbone;
@@ -51,7 +51,8 @@ pub struct Adaptation<'a> {
 }
 
 /// Computes a step's losses. `step` is the number of steps done before this one (lambda's
-/// progress); `rng` supplies the noise levels, noise and swap masks.
+/// progress); `rng` supplies the noise levels, noise and swap masks, `dropout` the diffusion
+/// network's dropout masks.
 pub fn step_losses(
     batch: &Batch,
     restorer: &Backbone,
@@ -59,6 +60,7 @@ pub fn step_losses(
     charbonnier_eps: f64,
     step: usize,
     rng: &mut impl rand::Rng,
+    dropout: &mut dyn rand::RngCore,
 ) -> Result<LossParts> {
     let r_s = restorer.residual(&batch.source_input, true)?;
     let rec = charbonnier(
@@ -86,7 +88,7 @@ pub fn step_losses(
         source_residual: &r_s,
         target_residual: &r_r,
     };
-    let parts = a.loss.compute(a.unet, &inputs, rng, true)?;
+    let parts = a.loss.compute(a.unet, &inputs, rng, Some(dropout))?;
     let lambda = lambda_ramp(step, a.ramp_steps, a.lambda_max);
     let total = (&rec + (&parts.noise * lambda)?)?;
     Ok(LossParts {

@@ -47,7 +47,7 @@ fn cond_unet_matches_pytorch() {
     let net = CondUNet::new(vb.pp("diffusion"), &CondUNetConfig::tiny())
         .unwrap_or_else(|e| panic!("{e}"));
     let ours = net
-        .forward_t(&t["cond_input"], &t["cond_gamma"], false)
+        .forward_t(&t["cond_input"], &t["cond_gamma"], None)
         .unwrap_or_else(|e| panic!("{e}"));
     let err = relative_error(&ours, &t["cond_output"]);
     assert!(err < 1e-5, "relative error {err}");

@@ -2,15 +2,18 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
-use daa_degrade::{Degradation, PairedFolder, SmallImagePolicy, SyntheticPairs, UnpairedFolder};
+use daa_degrade::Degradation;
 use daa_train::metrics::MetricConfig;
-use daa_train::{evaluate, load_restorer, DataSpec, TileConfig, TrainConfig};
+use daa_train::{
+    arch, evaluate, load_restorer, open_pairs, DataSpec, OpenOptions, TileConfig, TrainConfig,
+};
 
 /// Flags of `daa eval`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Architecture for a checkpoint without daa metadata (e.g. converted by another tool):
-    /// unet-paper, unet-cpu, unet-tiny, dncnn-paper, dncnn-cpu, nafnet-deblur, nafnet-cpu, nafnet-tiny.
+    /// NAME-SCALE with NAME unet, dncnn or nafnet and SCALE tiny, cpu or paper (unet-paper,
+    /// nafnet-cpu, ...).
     #[arg(long)]
     arch: Option<String>,
     /// Restorer checkpoint (.safetensors).
@@ -54,49 +57,56 @@ pub struct Args {
 }
 
 impl Args {
+    /// The preset's held-out photos (or --clean-dir's), degraded like its target domain, its
+    /// source domain (--domain source) or with AWGN of --sigma.
+    fn synthetic_spec(&self, preset: &TrainConfig) -> Result<DataSpec> {
+        let (dir, mut degradation) = match &preset.eval.data {
+            DataSpec::Synthetic {
+                clean_dir,
+                degradation,
+            } => (clean_dir.clone(), degradation.clone()),
+            DataSpec::Paired { .. } => bail!(
+                "preset {} evaluates on pairs; pass --input-dir/--target-dir",
+                self.preset
+            ),
+        };
+        if self.domain == "source" {
+            match &preset.train_data {
+                DataSpec::Synthetic { degradation: d, .. } => degradation = d.clone(),
+                DataSpec::Paired { .. } => bail!(
+                    "preset {} trains on pairs: it has no source degradation",
+                    self.preset
+                ),
+            }
+        }
+        if let Some(s) = self.sigma {
+            degradation = Degradation::Awgn(daa_degrade::AwgnParams {
+                sigma_min: s,
+                sigma_max: s,
+            });
+        }
+        Ok(DataSpec::Synthetic {
+            clean_dir: self.clean_dir.clone().unwrap_or(dir),
+            degradation,
+        })
+    }
+
     pub fn run(self, device: &Device) -> Result<()> {
         let (_, net, _) = load_restorer(
             &self.checkpoint,
             device,
-            self.arch.as_deref().map(super::arch).transpose()?.as_ref(),
+            self.arch.as_deref().map(arch).transpose()?.as_ref(),
         )?;
         let preset = TrainConfig::preset(&self.preset)?;
-        let policy = SmallImagePolicy::ReflectPad;
-        let data: Box<dyn daa_degrade::PairSource> =
-            match (&self.input_dir, &self.target_dir, &self.clean_dir) {
-                (Some(i), Some(t), _) => Box::new(PairedFolder::open(i, t, false, policy, false)?),
-                (None, None, clean) => {
-                    let (dir, mut degradation) = match &preset.eval.data {
-                        DataSpec::Synthetic {
-                            clean_dir,
-                            degradation,
-                        } => (clean_dir.clone(), degradation.clone()),
-                        DataSpec::Paired { .. } => bail!(
-                            "preset {} evaluates on pairs; pass --input-dir/--target-dir",
-                            self.preset
-                        ),
-                    };
-                    if self.domain == "source" {
-                        match &preset.train_data {
-                            DataSpec::Synthetic { degradation: d, .. } => degradation = d.clone(),
-                            DataSpec::Paired { .. } => bail!(
-                                "preset {} trains on pairs: it has no source degradation",
-                                self.preset
-                            ),
-                        }
-                    }
-                    if let Some(s) = self.sigma {
-                        degradation = Degradation::Awgn(daa_degrade::AwgnParams {
-                            sigma_min: s,
-                            sigma_max: s,
-                        });
-                    }
-                    let folder =
-                        UnpairedFolder::open(clean.as_ref().unwrap_or(&dir), false, policy, false)?;
-                    Box::new(SyntheticPairs::new(folder, degradation)?)
-                }
-                _ => bail!("give --input-dir with --target-dir, or --clean-dir"),
-            };
+        let spec = match (&self.input_dir, &self.target_dir) {
+            (Some(i), Some(t)) => DataSpec::Paired {
+                input_dir: i.clone(),
+                target_dir: t.clone(),
+            },
+            (None, None) => self.synthetic_spec(&preset)?,
+            _ => bail!("give --input-dir with --target-dir, or --clean-dir"),
+        };
+        let data = open_pairs(&spec, OpenOptions::eval())?;
         let metric = MetricConfig {
             crop_border: self.crop_border,
             y_channel: self.y_channel || preset.eval.metric.y_channel && self.input_dir.is_none(),

@@ -34,34 +34,10 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
-/// Named architectures for checkpoints without daa metadata (`--arch`).
-pub const ARCHS: [&str; 8] = [
-    "unet-paper",
-    "unet-cpu",
-    "unet-tiny",
-    "dncnn-paper",
-    "dncnn-cpu",
-    "nafnet-deblur",
-    "nafnet-cpu",
-    "nafnet-tiny",
-];
-
-/// The backbone configuration named by `--arch`.
+/// The backbone configuration named by `--arch` (`unet-paper`, `nafnet-cpu`, ...: daa-train's
+/// one registry of networks by name and scale).
 pub fn arch(name: &str) -> Result<daa_backbones::BackboneConfig> {
-    use daa_backbones::{
-        BackboneConfig as B, DnCnnConfig as D, NafNetConfig as N, UNetConfig as U,
-    };
-    Ok(match name {
-        "unet-paper" => B::UNet(U::paper()),
-        "unet-cpu" => B::UNet(U::cpu()),
-        "unet-tiny" => B::UNet(U::tiny()),
-        "dncnn-paper" => B::DnCnn(D::paper()),
-        "dncnn-cpu" => B::DnCnn(D::cpu()),
-        "nafnet-deblur" => B::NafNet(N::deblur()),
-        "nafnet-cpu" => B::NafNet(N::cpu()),
-        "nafnet-tiny" => B::NafNet(N::tiny()),
-        other => bail!("unknown --arch {other:?} (known: {})", ARCHS.join(", ")),
-    })
+    Ok(daa_train::arch(name)?)
 }
 
 /// Prints a line above the progress bar, or to stderr when the bar is hidden (output is not a

@@ -1,9 +1,8 @@
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Device;
-use daa_diffusion::Variant;
-use daa_train::{DataSpec, Event, Method, TargetSpec, TrainConfig, PRESETS};
+use daa_train::{Event, Method, Overrides, TrainConfig, PRESETS};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Flags of `daa train`. Settings come from `--preset` (default `denoise`) or `--config`,
@@ -39,7 +38,8 @@ pub struct Args {
     /// The run's seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// Restoration network at the preset's scale: unet, dncnn, nafnet.
+    /// Restoration network at the preset's scale (unet, dncnn, nafnet), or with its scale
+    /// (unet-cpu, nafnet-tiny, dncnn-paper, ...).
     #[arg(long)]
     backbone: Option<String>,
     /// Train on clean photos from this folder (degraded by the preset's degradation).
@@ -61,7 +61,7 @@ pub struct Args {
     #[arg(long, requires = "test_input")]
     test_target: Option<PathBuf>,
     /// Training method: vanilla (source pairs only), da (noise-space adaptation), da-ex.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Method::names()))]
     method: Option<String>,
     /// Target-domain ("real") training inputs: a folder of degraded images, no references.
     #[arg(long)]
@@ -109,6 +109,37 @@ pub struct Args {
 }
 
 impl Args {
+    /// The flags as overrides of the preset or config file.
+    fn overrides(&self) -> Result<Overrides> {
+        let pair = |i: &Option<PathBuf>, t: &Option<PathBuf>| i.clone().zip(t.clone());
+        Ok(Overrides {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            patch_size: self.patch_size,
+            lr: self.lr,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+            keep_last: self.keep_last,
+            ema_decay: self.ema,
+            eval_every: self.eval_every,
+            method: self.method.as_deref().map(str::parse).transpose()?,
+            real_dir: self.real_dir.clone(),
+            lambda_max: self.lambda,
+            ramp_steps: self.ramp_steps,
+            no_shuffle: self.no_shuffle,
+            no_contrastive: self.no_contrastive,
+            t_min: self.t_min,
+            t_max: self.t_max,
+            oracle: self.oracle,
+            ex_clean_dir: self.ex_clean.clone(),
+            backbone: self.backbone.clone(),
+            train_clean: self.train_clean.clone(),
+            train_pairs: pair(&self.train_input, &self.train_target),
+            test_clean: self.test_clean.clone(),
+            test_pairs: pair(&self.test_input, &self.test_target),
+        })
+    }
+
     fn resolve(&self) -> Result<TrainConfig> {
         // --resume continues with the run's own saved config (flags still override), so the
         // preset and flags of the first invocation need not be repeated.
@@ -124,119 +155,7 @@ impl Args {
             }
             None => TrainConfig::preset(&self.preset)?,
         };
-        if let Some(v) = self.steps {
-            cfg.steps = v;
-        }
-        if let Some(v) = self.batch_size {
-            cfg.batch_size = v;
-        }
-        if let Some(v) = self.patch_size {
-            cfg.patch_size = v;
-        }
-        if let Some(v) = self.lr {
-            cfg.optim.lr = v;
-        }
-        if let Some(v) = self.seed {
-            cfg.seed = v;
-        }
-        if let Some(v) = self.checkpoint_every {
-            cfg.checkpoint_every = v;
-        }
-        if let Some(v) = self.keep_last {
-            cfg.keep_last = v;
-        }
-        if let Some(v) = self.ema {
-            cfg.ema_decay = v;
-        }
-        if let Some(v) = self.eval_every {
-            cfg.eval.every = v;
-        }
-        if let Some(m) = &self.method {
-            cfg.method = m.parse()?;
-            cfg.adaptation.loss.variant = if cfg.method == Method::DaEx {
-                Variant::Ex
-            } else {
-                Variant::Paired
-            };
-        }
-        let a = &mut cfg.adaptation;
-        if let Some(dir) = &self.real_dir {
-            a.target = TargetSpec::Folder { dir: dir.clone() };
-        }
-        if let Some(v) = self.lambda {
-            a.lambda_max = v;
-        }
-        if let Some(v) = self.ramp_steps {
-            a.ramp_steps = v;
-        }
-        if self.no_shuffle {
-            a.loss.shuffle = false;
-        }
-        if self.no_contrastive {
-            a.loss.contrastive = false;
-        }
-        if let Some(v) = self.t_min {
-            a.loss.t_min = v;
-        }
-        if let Some(v) = self.t_max {
-            a.loss.t_max = v;
-        }
-        if self.oracle {
-            let TargetSpec::Synthetic {
-                clean_dir,
-                degradation,
-                ..
-            } = &a.target
-            else {
-                bail!("--oracle needs a synthetic target domain (the preset's), not --real-dir");
-            };
-            cfg.train_data = DataSpec::Synthetic {
-                clean_dir: clean_dir.clone(),
-                degradation: degradation.clone(),
-            };
-            cfg.method = Method::Vanilla;
-        }
-        if let Some(dir) = &self.ex_clean {
-            a.ex_clean_dir = dir.clone();
-        }
-        if let Some(name) = &self.backbone {
-            cfg.backbone = cfg.backbone_by_name(name)?;
-        }
-        let degradation = match (&cfg.train_data, &cfg.eval.data) {
-            (DataSpec::Synthetic { degradation, .. }, _)
-            | (_, DataSpec::Synthetic { degradation, .. }) => Some(degradation.clone()),
-            _ => None,
-        };
-        if let Some(dir) = &self.train_clean {
-            let degradation = degradation
-                .clone()
-                .context("--train-clean needs a degradation from the preset")?;
-            cfg.train_data = DataSpec::Synthetic {
-                clean_dir: dir.clone(),
-                degradation,
-            };
-        }
-        if let (Some(i), Some(t)) = (&self.train_input, &self.train_target) {
-            cfg.train_data = DataSpec::Paired {
-                input_dir: i.clone(),
-                target_dir: t.clone(),
-            };
-        }
-        if let Some(dir) = &self.test_clean {
-            let degradation =
-                degradation.context("--test-clean needs a degradation from the preset")?;
-            cfg.eval.data = DataSpec::Synthetic {
-                clean_dir: dir.clone(),
-                degradation,
-            };
-        }
-        if let (Some(i), Some(t)) = (&self.test_input, &self.test_target) {
-            cfg.eval.data = DataSpec::Paired {
-                input_dir: i.clone(),
-                target_dir: t.clone(),
-            };
-        }
-        cfg.validate()?;
+        self.overrides()?.apply(&mut cfg)?;
         Ok(cfg)
     }
 
@@ -263,14 +182,10 @@ impl Args {
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let method = match cfg.method {
-            Method::Vanilla => "vanilla",
-            Method::Da => "da",
-            Method::DaEx => "da-ex",
-        };
         eprintln!(
-            "training {} with {method} ({} preset) for {} steps in {run_dir:?}",
+            "training {} with {} ({} preset) for {} steps in {run_dir:?}",
             cfg.backbone.name(),
+            cfg.method,
             cfg.preset,
             cfg.steps
         );
@@ -330,7 +245,8 @@ impl Args {
                     report.mean_input.ssim
                 ),
             ),
-            Event::Checkpoint { path } => tracing::info!(?path, "checkpoint"),
+            Event::Checkpoint { .. } => {}
+            Event::Warning { message } => super::say(&bar, format!("warning: {message}")),
         };
         // Ctrl-C sets the flag; the engine checkpoints the current step and stops.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

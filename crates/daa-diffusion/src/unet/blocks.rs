@@ -1,11 +1,9 @@
 //! Residual blocks with scale-shift noise-level conditioning, and their helpers.
 
-use std::sync::{Arc, Mutex};
-
 use candle_core::{Device, Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use daa_kernels::Conv2d;
-use rand::{RngCore, SeedableRng};
+use rand::RngCore;
 
 /// Kaiming-normal, fan-in (gain sqrt(2)): the paper's init for every conv and linear.
 pub fn kaiming() -> candle_nn::Init {
@@ -48,53 +46,30 @@ pub fn group_norm(vb: VarBuilder, groups: usize, ch: usize) -> Result<GroupNorm>
     })
 }
 
-/// Dropout whose masks come from a seeded stream shared by the network, so that training
-/// reproduces from a seed on every device (candle's CPU RNG cannot be seeded).
-#[derive(Debug, Clone)]
-pub struct DropoutRng(pub Arc<Mutex<rand_chacha::ChaCha8Rng>>);
-
-impl DropoutRng {
-    pub fn new(seed: u64) -> Self {
-        Self(Arc::new(Mutex::new(
-            rand_chacha::ChaCha8Rng::seed_from_u64(seed),
-        )))
+/// Inverted dropout: zero with probability `p`, scale the rest by `1 / (1 - p)`. The mask is
+/// drawn on the CPU from `rng` (candle's CPU RNG cannot be seeded), so the caller's seed
+/// decides it on every device. Each 64-bit draw gives four 16-bit uniforms (`p` is resolved
+/// to 1/65536).
+pub fn dropout(xs: &Tensor, p: f64, rng: &mut dyn RngCore) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(xs.clone());
     }
-
-    pub fn reseed(&self, seed: u64) {
-        if let Ok(mut r) = self.0.lock() {
-            *r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = xs.elem_count();
+    let keep = 1.0 / (1.0 - p);
+    let threshold = (p * 65536.0).round() as u32;
+    let mut mask = Vec::with_capacity(n + 3);
+    while mask.len() < n {
+        let bits = rng.next_u64();
+        for k in 0..4 {
+            let u = ((bits >> (16 * k)) & 0xffff) as u32;
+            mask.push(if u < threshold { 0.0 } else { keep as f32 });
         }
     }
-
-    /// Inverted dropout: zero with probability `p`, scale the rest by `1 / (1 - p)`.
-    pub fn apply(&self, xs: &Tensor, p: f64) -> Result<Tensor> {
-        if p <= 0.0 {
-            return Ok(xs.clone());
-        }
-        let n = xs.elem_count();
-        let keep = 1.0 / (1.0 - p);
-        // Each 64-bit draw gives four 16-bit uniforms (p is resolved to 1/65536).
-        let threshold = (p * 65536.0).round() as u32;
-        let mut mask = Vec::with_capacity(n + 3);
-        {
-            let mut r = self
-                .0
-                .lock()
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            while mask.len() < n {
-                let bits = r.next_u64();
-                for k in 0..4 {
-                    let u = ((bits >> (16 * k)) & 0xffff) as u32;
-                    mask.push(if u < threshold { 0.0 } else { keep as f32 });
-                }
-            }
-        }
-        mask.truncate(n);
-        let mask = Tensor::from_vec(mask, xs.shape(), &Device::Cpu)?
-            .to_dtype(xs.dtype())?
-            .to_device(xs.device())?;
-        xs * mask
-    }
+    mask.truncate(n);
+    let mask = Tensor::from_vec(mask, xs.shape(), &Device::Cpu)?
+        .to_dtype(xs.dtype())?
+        .to_device(xs.device())?;
+    xs * mask
 }
 
 /// Up/down sampling inside a residual block.
@@ -171,13 +146,13 @@ impl ResBlock {
         })
     }
 
-    /// `xs: (B, C_in, H, W)`, `emb: (B, E)` -> `(B, C_out, H', W')`.
+    /// `xs: (B, C_in, H, W)`, `emb: (B, E)` -> `(B, C_out, H', W')`. Dropout is on when
+    /// `dropout` gives the RNG of its masks.
     pub fn forward(
         &self,
         xs: &Tensor,
         emb: &Tensor,
-        train: bool,
-        rng: &DropoutRng,
+        dropout_rng: Option<&mut dyn RngCore>,
     ) -> Result<Tensor> {
         let h = candle_nn::ops::silu(&self.in_norm.forward(xs)?)?;
         let h = resample(&h, self.resample)?.apply(&self.in_conv)?;
@@ -196,8 +171,8 @@ impl ResBlock {
             .broadcast_mul(&(scale + 1.0)?)?
             .broadcast_add(&shift)?;
         let mut h = candle_nn::ops::silu(&h)?;
-        if train {
-            h = rng.apply(&h, self.dropout)?;
+        if let Some(rng) = dropout_rng {
+            h = dropout(&h, self.dropout, rng)?;
         }
         let h = h.apply(&self.out_conv)?;
         let skip = match &self.skip {

@@ -4,4 +4,5 @@ mod attention;
 mod blocks;
 mod model;
 
+pub(crate) use model::reborrow;
 pub use model::{CondUNet, CondUNetConfig};

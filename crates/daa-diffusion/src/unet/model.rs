@@ -1,18 +1,21 @@
 //! `CondUNet`: the paper's conditional noise predictor D.
 //!
 //! Architecture of Palette / ADM (Saharia et al. 2022, arXiv:2111.05826; Dhariwal & Nichol 2021,
-//! arXiv:2105.05233) as configured by Denoising as Adaptation (METHOD.md section 4; reference
+//! arXiv:2105.05233) as configured by Denoising as Adaptation (docs/method.md section 4; reference
 //! github.com/KangLiao929/Noise-DA): written from that description, not translated. Tensor
 //! names are the official ones (`cond_embed.{0,2}`, `input_blocks.{i}.{j}...`, `middle_block`,
-//! `output_blocks`, `out.{0,2}`). Differences: dropout masks come from a seeded stream
-//! ([`CondUNet::reseed_dropout`]) so runs reproduce on CPU; no gradient checkpointing.
+//! `output_blocks`, `out.{0,2}`). Differences: dropout masks come from an RNG the caller
+//! passes to [`CondUNet::forward_t`] (the network holds no random state), so a seed reproduces
+//! a run on every device; no gradient checkpointing.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use daa_kernels::Conv2d;
 
 use super::attention::AttentionBlock;
-use super::blocks::{conv, group_norm, DropoutRng, GroupNorm, ResBlock, Resample};
+use rand::RngCore;
+
+use super::blocks::{conv, group_norm, GroupNorm, ResBlock, Resample};
 use crate::embeddings::NoiseLevelEmbedding;
 
 /// Configuration of [`CondUNet`]. Input `(B, in_channels, H, W)` with H, W multiples of
@@ -118,6 +121,14 @@ enum Layer {
     Attn(AttentionBlock),
 }
 
+/// A shorter-lived copy of an optional RNG reference, so that it can be passed on many times.
+pub(crate) fn reborrow<'a>(rng: &'a mut Option<&mut dyn RngCore>) -> Option<&'a mut dyn RngCore> {
+    match rng {
+        Some(r) => Some(&mut **r),
+        None => None,
+    }
+}
+
 /// The conditional noise predictor (see the module docs).
 #[derive(Debug, Clone)]
 pub struct CondUNet {
@@ -127,7 +138,6 @@ pub struct CondUNet {
     output_blocks: Vec<Vec<Layer>>,
     out_norm: GroupNorm,
     out_conv: Conv2d,
-    dropout: DropoutRng,
     cfg: CondUNetConfig,
     span: tracing::Span,
 }
@@ -244,7 +254,6 @@ impl CondUNet {
             output_blocks,
             out_norm,
             out_conv,
-            dropout: DropoutRng::new(0),
             cfg: cfg.clone(),
             span,
         })
@@ -255,23 +264,29 @@ impl CondUNet {
         &self.cfg
     }
 
-    /// Restarts the dropout mask stream from `seed` (the engine does this every step, so a
-    /// step's masks depend only on the run's seed and the step).
-    pub fn reseed_dropout(&self, seed: u64) {
-        self.dropout.reseed(seed);
-    }
-
-    fn run(&self, layers: &[Layer], xs: Tensor, emb: &Tensor, train: bool) -> Result<Tensor> {
+    fn run(
+        &self,
+        layers: &[Layer],
+        xs: Tensor,
+        emb: &Tensor,
+        dropout: &mut Option<&mut dyn RngCore>,
+    ) -> Result<Tensor> {
         layers.iter().try_fold(xs, |xs, l| match l {
             Layer::Conv(c) => c.forward(&xs),
-            Layer::Res(r) => r.forward(&xs, emb, train, &self.dropout),
+            Layer::Res(r) => r.forward(&xs, emb, reborrow(dropout)),
             Layer::Attn(a) => a.forward(&xs),
         })
     }
 
     /// Predicts the noise. `xs: (B, in_channels, H, W)` in diffusion space, `gamma: (B,)`
-    /// noise levels in (0, 1]; `train` enables dropout. Returns `(B, out_channels, H, W)`.
-    pub fn forward_t(&self, xs: &Tensor, gamma: &Tensor, train: bool) -> Result<Tensor> {
+    /// noise levels in (0, 1]. Training mode: `dropout` is the RNG the dropout masks are drawn
+    /// from (in layer order); `None` is inference (no dropout). Returns `(B, out_channels, H, W)`.
+    pub fn forward_t(
+        &self,
+        xs: &Tensor,
+        gamma: &Tensor,
+        mut dropout: Option<&mut dyn RngCore>,
+    ) -> Result<Tensor> {
         let _e = self.span.enter();
         let (b, c, h, w) = xs.dims4()?;
         let m = self.cfg.size_multiple();
@@ -285,15 +300,15 @@ impl CondUNet {
         let mut hs = Vec::with_capacity(self.input_blocks.len());
         let mut h = xs.clone();
         for block in &self.input_blocks {
-            h = self.run(block, h, &emb, train)?;
+            h = self.run(block, h, &emb, &mut dropout)?;
             hs.push(h.clone());
         }
-        h = self.run(&self.middle_block, h, &emb, train)?;
+        h = self.run(&self.middle_block, h, &emb, &mut dropout)?;
         for block in &self.output_blocks {
             let skip = hs
                 .pop()
                 .ok_or_else(|| candle_core::Error::Msg("cond_unet: skip underflow".into()))?;
-            h = self.run(block, Tensor::cat(&[&h, &skip], 1)?, &emb, train)?;
+            h = self.run(block, Tensor::cat(&[&h, &skip], 1)?, &emb, &mut dropout)?;
         }
         candle_nn::ops::silu(&self.out_norm.forward(&h)?)?.apply(&self.out_conv)
     }

@@ -26,16 +26,14 @@ pub fn psnr(a: &Image, b: &Image, cfg: &MetricConfig) -> Result<f64> {
 
 pub(crate) fn check_sizes(a: &Image, b: &Image, cfg: &MetricConfig) -> Result<()> {
     if (a.width(), a.height()) != (b.width(), b.height()) {
-        return Err(Error::Config(format!(
-            "metric on images of different sizes: {}x{} and {}x{}",
-            a.width(),
-            a.height(),
-            b.width(),
-            b.height()
-        )));
+        return Err(Error::SizeMismatch {
+            what: "metric",
+            left: (a.width(), a.height()),
+            right: (b.width(), b.height()),
+        });
     }
     if a.width() <= 2 * cfg.crop_border || a.height() <= 2 * cfg.crop_border {
-        return Err(Error::Config(format!(
+        return Err(Error::ImageTooSmall(format!(
             "crop_border {} leaves nothing of a {}x{} image",
             cfg.crop_border,
             a.width(),

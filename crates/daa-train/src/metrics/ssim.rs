@@ -13,7 +13,7 @@ pub fn ssim(a: &Image, b: &Image, cfg: &MetricConfig) -> Result<f64> {
     let (pa, w, h) = planes(a, cfg);
     let (pb, _, _) = planes(b, cfg);
     if w < 11 || h < 11 {
-        return Err(Error::Config(format!(
+        return Err(Error::ImageTooSmall(format!(
             "ssim needs at least 11x11 pixels, got {w}x{h}"
         )));
     }

@@ -1,0 +1,384 @@
+//! The named presets of a run, and the one registry of restoration networks by name and
+//! scale.
+
+use std::path::PathBuf;
+
+use daa_backbones::{BackboneConfig, DnCnnConfig, NafNetConfig, UNetConfig};
+use daa_degrade::{Degradation, SmallImagePolicy};
+use daa_diffusion::CondUNetConfig;
+
+use super::types::{
+    AdaptationSettings, DataSpec, EvalConfig, LossSettings, Method, OptimConfig, ScheduleConfig,
+    TargetSpec, TrainConfig,
+};
+use crate::metrics::MetricConfig;
+use crate::{Error, Result};
+
+/// The size of a network: for tests, for a CPU, or the paper's (a GPU's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Tiny networks for tests.
+    Tiny,
+    /// Small networks that train in minutes on a CPU.
+    Cpu,
+    /// The paper's networks.
+    Paper,
+}
+
+impl Scale {
+    /// Every scale.
+    pub const ALL: [Self; 3] = [Self::Tiny, Self::Cpu, Self::Paper];
+
+    /// The scale's name (`tiny`, `cpu`, `paper`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tiny => "tiny",
+            Self::Cpu => "cpu",
+            Self::Paper => "paper",
+        }
+    }
+}
+
+/// A restoration network at a scale.
+type BackboneFn = fn() -> BackboneConfig;
+
+/// The one registry of restoration networks: name, scale, configuration.
+const BACKBONES: [(&str, Scale, BackboneFn); 9] = [
+    ("unet", Scale::Tiny, || {
+        BackboneConfig::UNet(UNetConfig::tiny())
+    }),
+    ("unet", Scale::Cpu, || {
+        BackboneConfig::UNet(UNetConfig::cpu())
+    }),
+    ("unet", Scale::Paper, || {
+        BackboneConfig::UNet(UNetConfig::paper())
+    }),
+    ("dncnn", Scale::Tiny, || {
+        BackboneConfig::DnCnn(DnCnnConfig::tiny())
+    }),
+    ("dncnn", Scale::Cpu, || {
+        BackboneConfig::DnCnn(DnCnnConfig::cpu())
+    }),
+    ("dncnn", Scale::Paper, || {
+        BackboneConfig::DnCnn(DnCnnConfig::paper())
+    }),
+    ("nafnet", Scale::Tiny, || {
+        BackboneConfig::NafNet(NafNetConfig::tiny())
+    }),
+    ("nafnet", Scale::Cpu, || {
+        BackboneConfig::NafNet(NafNetConfig::cpu())
+    }),
+    // NAFNet's paper configuration is its deblurring one (width 32, GoPro).
+    ("nafnet", Scale::Paper, || {
+        BackboneConfig::NafNet(NafNetConfig::deblur())
+    }),
+];
+
+/// The names of the registry's networks.
+pub fn backbone_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = BACKBONES.iter().map(|(n, _, _)| *n).collect();
+    names.dedup();
+    names
+}
+
+/// Every `{name}-{scale}` architecture name (`unet-paper`, ...), as `--arch` takes them.
+pub fn arch_names() -> Vec<String> {
+    BACKBONES
+        .iter()
+        .map(|(n, s, _)| format!("{n}-{}", s.name()))
+        .collect()
+}
+
+/// The network `name` at `scale`.
+pub fn backbone(name: &str, scale: Scale) -> Result<BackboneConfig> {
+    BACKBONES
+        .iter()
+        .find(|(n, s, _)| *n == name && *s == scale)
+        .map(|(_, _, f)| f())
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "unknown backbone {name:?} (known: {})",
+                backbone_names().join(", ")
+            ))
+        })
+}
+
+/// The network named `{name}-{scale}` (`unet-paper`, `nafnet-cpu`; `nafnet-deblur` is
+/// `nafnet-paper`).
+pub fn arch(spec: &str) -> Result<BackboneConfig> {
+    let spec = match spec {
+        "nafnet-deblur" => "nafnet-paper",
+        other => other,
+    };
+    let found = spec.rsplit_once('-').and_then(|(name, scale)| {
+        let scale = Scale::ALL.into_iter().find(|s| s.name() == scale)?;
+        backbone(name, scale).ok()
+    });
+    found.ok_or_else(|| {
+        Error::Config(format!(
+            "unknown architecture {spec:?} (known: {})",
+            arch_names().join(", ")
+        ))
+    })
+}
+
+/// A preset: name, the scale of its networks, the function that builds it.
+type PresetFn = fn() -> TrainConfig;
+
+/// The presets, by name.
+const PRESET_TABLE: [(&str, Scale, PresetFn); 6] = [
+    ("denoise", Scale::Cpu, TrainConfig::denoise),
+    ("denoise-vanilla", Scale::Cpu, TrainConfig::denoise_vanilla),
+    ("denoise-paper", Scale::Paper, TrainConfig::denoise_paper),
+    ("deblur", Scale::Cpu, TrainConfig::deblur),
+    ("derain", Scale::Cpu, TrainConfig::derain),
+    ("smoke", Scale::Tiny, TrainConfig::smoke),
+];
+
+/// The names accepted by [`TrainConfig::preset`].
+pub const PRESETS: [&str; 6] = [
+    PRESET_TABLE[0].0,
+    PRESET_TABLE[1].0,
+    PRESET_TABLE[2].0,
+    PRESET_TABLE[3].0,
+    PRESET_TABLE[4].0,
+    PRESET_TABLE[5].0,
+];
+
+fn embedded(sub: &str) -> PathBuf {
+    // The embedded photos ship with the source tree; presets point at them absolutely so the
+    // binary works from any working directory of a checkout.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../datasets")
+        .join(sub)
+}
+
+impl TrainConfig {
+    /// A preset by name (see [`PRESETS`]).
+    pub fn preset(name: &str) -> Result<Self> {
+        PRESET_TABLE
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, f)| f())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown preset {name:?} (known: {})",
+                    PRESETS.join(", ")
+                ))
+            })
+    }
+
+    /// The scale of this config's preset, `None` when `preset` names none (a hand-written
+    /// config file).
+    pub fn scale(&self) -> Option<Scale> {
+        PRESET_TABLE
+            .iter()
+            .find(|(n, _, _)| *n == self.preset)
+            .map(|(_, s, _)| *s)
+    }
+
+    /// The README's main job: denoising adaptation on the embedded photos, on a CPU.
+    ///
+    /// Source pairs: AWGN sigma ~ U[0, 75]/255 (the paper) on the 12 training photos. Target
+    /// ("real") inputs: camera-pipeline noise ([`Degradation::denoise_target`]) on the same
+    /// photos, 2 variants each, clean versions never read. Evaluation: the 4 held-out photos with
+    /// the target degradation. CPU-sized U-Net restorer and CondUNet, 48x48 patches, batch 8,
+    /// 200 steps, lr 1e-3 (the paper's 1e-4 is for 100x longer runs), lambda ramped over the
+    /// first third. About 1.4 s a step on a 2-core CPU.
+    pub fn denoise() -> Self {
+        let steps = 200;
+        Self {
+            preset: "denoise".into(),
+            method: Method::Da,
+            backbone: BackboneConfig::UNet(UNetConfig::cpu()),
+            adaptation: AdaptationSettings {
+                diffusion: CondUNetConfig::cpu(),
+                schedule: ScheduleConfig::paper(),
+                loss: LossSettings::paper(),
+                lambda_max: 0.2,
+                ramp_steps: steps / 3,
+                target: TargetSpec::Synthetic {
+                    clean_dir: embedded("photos/train"),
+                    degradation: Degradation::denoise_target(),
+                    variants: 2,
+                },
+                ex_clean_dir: embedded("photos/train"),
+            },
+            train_data: DataSpec::Synthetic {
+                clean_dir: embedded("photos/train"),
+                degradation: Degradation::denoise_source(),
+            },
+            eval: EvalConfig {
+                data: DataSpec::Synthetic {
+                    clean_dir: embedded("photos/test"),
+                    degradation: Degradation::denoise_target(),
+                },
+                metric: MetricConfig::rgb(),
+                seed: 2024,
+                every: 0,
+            },
+            patch_size: 48,
+            augment: true,
+            small_images: SmallImagePolicy::ReflectPad,
+            cache_images: true,
+            batch_size: 8,
+            steps,
+            seed: 0,
+            optim: OptimConfig {
+                lr: 1e-3,
+                ..OptimConfig::paper_denoise()
+            },
+            charbonnier_eps: 1e-3,
+            ema_decay: 0.0,
+            log_every: 10,
+            checkpoint_every: 100,
+            keep_last: 2,
+            max_nonfinite_steps: 20,
+        }
+    }
+
+    /// The paper's denoising setup (U-Net 8.56 M + CondUNet 62.6 M, 128x128 patches, batch 24,
+    /// lr 1e-4) for a GPU; point the data at a large clean set (DIV2K etc.) and real noisy images
+    /// (SIDD-Medium) for a real run. Lambda ramps over 13,430 steps: the reference ramps over 300
+    /// epochs of its denoising set (8,594 images at a global batch of 192, 44.8 steps an epoch).
+    pub fn denoise_paper() -> Self {
+        let base = Self::denoise();
+        Self {
+            preset: "denoise-paper".into(),
+            backbone: BackboneConfig::UNet(UNetConfig::paper()),
+            adaptation: AdaptationSettings {
+                diffusion: CondUNetConfig::paper(),
+                ramp_steps: 13_430,
+                ..base.adaptation.clone()
+            },
+            patch_size: 128,
+            batch_size: 24,
+            steps: 100_000,
+            optim: OptimConfig::paper_denoise(),
+            checkpoint_every: 5_000,
+            log_every: 50,
+            ..base
+        }
+    }
+
+    /// The `denoise` preset with another pair of source and target degradations.
+    fn with_domains(preset: &str, source: Degradation, target: Degradation) -> Self {
+        let base = Self::denoise();
+        Self {
+            preset: preset.into(),
+            adaptation: AdaptationSettings {
+                target: TargetSpec::Synthetic {
+                    clean_dir: embedded("photos/train"),
+                    degradation: target.clone(),
+                    variants: 2,
+                },
+                ..base.adaptation.clone()
+            },
+            train_data: DataSpec::Synthetic {
+                clean_dir: embedded("photos/train"),
+                degradation: source,
+            },
+            eval: EvalConfig {
+                data: DataSpec::Synthetic {
+                    clean_dir: embedded("photos/test"),
+                    degradation: target,
+                },
+                ..base.eval.clone()
+            },
+            ..base
+        }
+    }
+
+    /// Deblurring adaptation on the embedded photos, on a CPU: source = linear motion blur plus
+    /// slight noise ([`daa_degrade::MotionBlurParams::source`]), target = camera shake in linear
+    /// light with clipped highlights, noise and JPEG ([`daa_degrade::ShakeParams::target`]);
+    /// otherwise as [`Self::denoise`]. PSNR/SSIM on RGB, as the paper's RealBlur-J numbers.
+    pub fn deblur() -> Self {
+        Self::with_domains(
+            "deblur",
+            Degradation::MotionBlur(daa_degrade::MotionBlurParams::source()),
+            Degradation::Shake(daa_degrade::ShakeParams::target()),
+        )
+    }
+
+    /// Deraining adaptation on the embedded photos, on a CPU: source = one layer of additive
+    /// streaks ([`daa_degrade::RainParams::source`]), target = several streak layers, haze and
+    /// JPEG ([`daa_degrade::StormParams::target`]); PSNR/SSIM on Y, as the paper's SPA numbers.
+    pub fn derain() -> Self {
+        let mut cfg = Self::with_domains(
+            "derain",
+            Degradation::Rain(daa_degrade::RainParams::source()),
+            Degradation::Storm(daa_degrade::StormParams::target()),
+        );
+        cfg.eval.metric = MetricConfig::y();
+        cfg
+    }
+
+    /// Supervised baseline of [`Self::denoise`]: the same everything, `method = vanilla`.
+    pub fn denoise_vanilla() -> Self {
+        Self {
+            preset: "denoise-vanilla".into(),
+            method: Method::Vanilla,
+            ..Self::denoise()
+        }
+    }
+
+    /// For tests: the tiny U-Net and CondUNet, 32x32 patches, batch 2, 4 steps, DA.
+    pub fn smoke() -> Self {
+        let base = Self::denoise();
+        Self {
+            preset: "smoke".into(),
+            backbone: BackboneConfig::UNet(UNetConfig::tiny()),
+            adaptation: AdaptationSettings {
+                diffusion: CondUNetConfig::tiny(),
+                ramp_steps: 2,
+                target: TargetSpec::Synthetic {
+                    clean_dir: embedded("photos/train"),
+                    degradation: Degradation::denoise_target(),
+                    variants: 1,
+                },
+                ..base.adaptation.clone()
+            },
+            patch_size: 32,
+            batch_size: 2,
+            steps: 4,
+            log_every: 1,
+            checkpoint_every: 2,
+            ..base
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_round_trip() -> Result<()> {
+        for name in PRESETS {
+            let cfg = TrainConfig::preset(name)?;
+            cfg.validate()?;
+            assert!(cfg.scale().is_some(), "{name}");
+            let json = serde_json::to_string(&cfg).map_err(|e| Error::Config(e.to_string()))?;
+            assert_eq!(TrainConfig::from_json(&json)?, cfg);
+        }
+        assert!(TrainConfig::preset("nope").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn every_architecture_name_resolves_and_scales_are_explicit() -> Result<()> {
+        for name in arch_names() {
+            arch(&name)?;
+        }
+        assert_eq!(arch("nafnet-deblur")?, arch("nafnet-paper")?);
+        assert_eq!(
+            backbone("unet", Scale::Tiny)?,
+            BackboneConfig::UNet(UNetConfig::tiny())
+        );
+        assert_eq!(TrainConfig::smoke().scale(), Some(Scale::Tiny));
+        assert_eq!(TrainConfig::denoise_paper().scale(), Some(Scale::Paper));
+        assert!(arch("unet-huge").is_err() && arch("resnet-cpu").is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! The configuration types of a training run: every field a run depends on.
+
+use std::path::PathBuf;
+
+use daa_backbones::BackboneConfig;
+use daa_degrade::{Degradation, SmallImagePolicy};
+use daa_diffusion::{AdaptationConfig, CondUNetConfig, NoiseSchedule, Variant};
+
+use crate::metrics::MetricConfig;
+use crate::{Error, Result};
+
+/// Where pairs come from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataSpec {
+    /// Clean photos in `clean_dir`, degraded on the fly by `degradation`.
+    Synthetic {
+        /// Folder of clean images.
+        clean_dir: PathBuf,
+        /// The degradation applied to each crop (or each whole image, for evaluation).
+        degradation: Degradation,
+    },
+    /// Aligned pairs `input_dir/NAME.*` and `target_dir/NAME.*`.
+    Paired {
+        /// Degraded inputs.
+        input_dir: PathBuf,
+        /// Clean targets.
+        target_dir: PathBuf,
+    },
+}
+
+/// The training method. Its names (`vanilla`, `da`, `da-ex`) are spelled once, in
+/// [`Method::name`]; parsing, serde and the CLI all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
+pub enum Method {
+    /// Supervised on source pairs only: `L = L_res`.
+    Vanilla,
+    /// Denoising as Adaptation: `L = L_res + lambda * L_noise`, the diffusion network
+    /// conditioned on restored source and target images, the source clean target noised.
+    Da,
+    /// "Ours-Ex": an unpaired clean image is noised and only the positive pass is used.
+    DaEx,
+}
+
+impl Method {
+    /// Every method.
+    pub const ALL: [Self; 3] = [Self::Vanilla, Self::Da, Self::DaEx];
+
+    /// The method's name in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vanilla => "vanilla",
+            Self::Da => "da",
+            Self::DaEx => "da-ex",
+        }
+    }
+
+    /// Every name, for help and error messages.
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|m| m.name()).collect()
+    }
+
+    /// True when the method trains a diffusion network alongside the restorer.
+    pub fn adapts(self) -> bool {
+        self != Self::Vanilla
+    }
+
+    /// True when the method noises unpaired clean images (`da-ex`).
+    pub fn noises_unpaired_clean(self) -> bool {
+        self == Self::DaEx
+    }
+
+    /// The adaptation loss's form, `None` for `vanilla`.
+    pub fn variant(self) -> Option<Variant> {
+        match self {
+            Self::Vanilla => None,
+            Self::Da => Some(Variant::Paired),
+            Self::DaEx => Some(Variant::Ex),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown method {s:?} (known: {})",
+                    Self::names().join(", ")
+                ))
+            })
+    }
+}
+
+impl From<Method> for &'static str {
+    fn from(m: Method) -> Self {
+        m.name()
+    }
+}
+
+impl TryFrom<String> for Method {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+/// Target-domain ("real") training inputs: degraded images only, never their clean versions.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TargetSpec {
+    /// A folder of real degraded images (no references), e.g. SIDD-Medium noisy images.
+    Folder {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// A synthetic target domain: each clean photo is degraded `variants` times, once, before
+    /// training, into `<run>/target_train/input` (the clean versions are written to
+    /// `<run>/target_train/gt` for inspection and are never read by training).
+    Synthetic {
+        /// Clean photos.
+        clean_dir: PathBuf,
+        /// The target degradation.
+        degradation: Degradation,
+        /// Degraded copies per photo.
+        variants: usize,
+    },
+}
+
+/// Settings of noise-space adaptation (used by `da` and `da-ex`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptationSettings {
+    /// The diffusion network.
+    pub diffusion: CondUNetConfig,
+    /// The noise schedule the diffusion network is trained with.
+    pub schedule: ScheduleConfig,
+    /// The loss's ablation switches (its form, paired or Ex, follows from the method).
+    pub loss: LossSettings,
+    /// Final weight of the noise loss (the paper: 0.2, reached as 0.197).
+    pub lambda_max: f64,
+    /// Steps over which lambda ramps up as in the paper (`p = min(step / ramp_steps, 1)`).
+    pub ramp_steps: usize,
+    /// Target-domain inputs.
+    pub target: TargetSpec,
+    /// For `da-ex`: unpaired clean images to noise.
+    pub ex_clean_dir: PathBuf,
+}
+
+/// The adaptation loss's settings, with the paper's ablation switches. The loss's form
+/// (paired or Ex) is not here: it follows from [`Method`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossSettings {
+    /// Channel shuffling: per-sample random order of the two condition slots.
+    pub shuffle: bool,
+    /// Residual-swapping contrastive term (`da` only).
+    pub contrastive: bool,
+    /// Hinge margin (the paper: 0.1).
+    pub margin: f64,
+    /// Smallest diffusion step sampled (the paper: 1).
+    pub t_min: usize,
+    /// Largest diffusion step sampled, inclusive (the paper: 999).
+    pub t_max: usize,
+}
+
+impl LossSettings {
+    /// The paper's full method: shuffle and contrastive on, margin 0.1, t in [1, 999].
+    pub fn paper() -> Self {
+        Self {
+            shuffle: true,
+            contrastive: true,
+            margin: 0.1,
+            t_min: 1,
+            t_max: 999,
+        }
+    }
+}
+
+/// A linear DDPM noise schedule: `beta = linspace(beta_start, beta_end, steps)`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Number of diffusion steps.
+    pub steps: usize,
+    /// First beta.
+    pub beta_start: f64,
+    /// Last beta.
+    pub beta_end: f64,
+}
+
+impl ScheduleConfig {
+    /// The paper's schedule: 1000 steps, beta linear from 1e-6 to 1e-2.
+    pub fn paper() -> Self {
+        Self {
+            steps: 1000,
+            beta_start: 1e-6,
+            beta_end: 1e-2,
+        }
+    }
+
+    /// The schedule, computed in `f64`.
+    pub fn build(&self) -> Result<NoiseSchedule> {
+        NoiseSchedule::linear(self.steps, self.beta_start, self.beta_end)
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+}
+
+impl AdaptationSettings {
+    /// The adaptation loss's configuration for `method` (`None` for `vanilla`).
+    pub fn loss_config(&self, method: Method) -> Option<AdaptationConfig> {
+        let l = &self.loss;
+        Some(AdaptationConfig {
+            shuffle: l.shuffle,
+            contrastive: l.contrastive,
+            margin: l.margin,
+            t_min: l.t_min,
+            t_max: l.t_max,
+            variant: method.variant()?,
+        })
+    }
+}
+
+/// Adam's settings, every one written out (candle's AdamW defaults weight decay to 0.01;
+/// the paper's Adam uses 0).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Learning rate (constant; the paper: 1e-4 denoise, 5e-5 derain/deblur).
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// L2 weight decay (the paper: 0).
+    pub weight_decay: f64,
+}
+
+impl OptimConfig {
+    /// The paper's Adam for denoising: lr 1e-4, betas 0.9/0.999, eps 1e-8, no weight decay.
+    pub fn paper_denoise() -> Self {
+        Self {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Held-out pairs (photos never used in training).
+    pub data: DataSpec,
+    /// Metric conventions.
+    pub metric: MetricConfig,
+    /// Seed of the degradations applied to the held-out photos (fixed across runs so that
+    /// every method sees the same inputs).
+    pub seed: u64,
+    /// Evaluate every this many steps (0: only at the end).
+    pub every: usize,
+}
+
+/// Everything a training run depends on. Saved, resolved, as `config.json` in the run folder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The preset this came from (informational).
+    pub preset: String,
+    /// The training method.
+    pub method: Method,
+    /// The restoration network.
+    pub backbone: BackboneConfig,
+    /// Noise-space adaptation (ignored by `vanilla`).
+    pub adaptation: AdaptationSettings,
+    /// Training pairs (the source domain).
+    pub train_data: DataSpec,
+    /// Evaluation.
+    pub eval: EvalConfig,
+    /// Training patch side (a multiple of the backbone's size multiple).
+    pub patch_size: usize,
+    /// Random flips/rotations of training crops.
+    pub augment: bool,
+    /// Images smaller than the patch: reflect-pad or refuse.
+    pub small_images: SmallImagePolicy,
+    /// Keep decoded training images in memory.
+    pub cache_images: bool,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// The one seed: weights, data order, crops, degradations.
+    pub seed: u64,
+    /// Adam.
+    pub optim: OptimConfig,
+    /// Charbonnier epsilon (the paper: 1e-3).
+    pub charbonnier_eps: f64,
+    /// Decay of an exponential moving average of the restorer's weights (the paper's optional
+    /// EMA: 0.9999); 0 turns it off. When on, evaluation and `restorer-ema-{step}` use it.
+    pub ema_decay: f64,
+    /// Log metrics every this many steps.
+    pub log_every: usize,
+    /// Save a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// How many periodic checkpoints to keep (the best and the last are kept as well).
+    pub keep_last: usize,
+    /// Abort after this many non-finite losses in a row (each one's step is skipped).
+    pub max_nonfinite_steps: usize,
+}

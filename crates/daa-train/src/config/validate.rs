@@ -1,0 +1,204 @@
+//! Checking a config before any file is touched, and reading one from JSON (older runs'
+//! config.json files included).
+
+use super::types::{DataSpec, ScheduleConfig, TargetSpec, TrainConfig};
+use crate::{Error, Result};
+
+fn bad(message: String) -> Result<()> {
+    Err(Error::Config(message))
+}
+
+impl TrainConfig {
+    /// Checks ranges and consistency; called before any file is touched.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_training()?;
+        self.validate_optimizer()?;
+        if self.method.adapts() {
+            self.validate_adaptation()?;
+        }
+        for spec in [&self.train_data, &self.eval.data] {
+            if let DataSpec::Synthetic { degradation, .. } = spec {
+                degradation.validate()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_training(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        if self.steps == 0 {
+            return bad("steps must be at least 1".into());
+        }
+        let m = self.backbone.size_multiple();
+        if self.patch_size == 0 || !self.patch_size.is_multiple_of(m) {
+            return bad(format!(
+                "patch_size {} must be a positive multiple of {m} for {}",
+                self.patch_size,
+                self.backbone.name()
+            ));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return bad(format!(
+                "ema_decay must be in [0, 1), got {}",
+                self.ema_decay
+            ));
+        }
+        if self.log_every == 0 {
+            return bad("log_every must be at least 1".into());
+        }
+        if self.max_nonfinite_steps == 0 {
+            return bad("max_nonfinite_steps must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn validate_optimizer(&self) -> Result<()> {
+        let o = &self.optim;
+        let finite = [
+            o.lr,
+            o.beta1,
+            o.beta2,
+            o.eps,
+            o.weight_decay,
+            self.charbonnier_eps,
+        ];
+        if finite.iter().any(|v| !v.is_finite()) {
+            return bad("optimizer settings and charbonnier_eps must be finite".into());
+        }
+        if o.lr <= 0.0
+            || !(0.0..1.0).contains(&o.beta1)
+            || !(0.0..1.0).contains(&o.beta2)
+            || o.eps <= 0.0
+            || o.weight_decay < 0.0
+        {
+            return bad(format!(
+                "optimizer settings out of range: lr {}, beta1 {}, beta2 {}, eps {}, weight_decay {}",
+                o.lr, o.beta1, o.beta2, o.eps, o.weight_decay
+            ));
+        }
+        if self.charbonnier_eps <= 0.0 {
+            return bad("charbonnier_eps must be positive".into());
+        }
+        Ok(())
+    }
+
+    fn validate_adaptation(&self) -> Result<()> {
+        let a = &self.adaptation;
+        let schedule = a.schedule.build()?;
+        if let Some(loss) = a.loss_config(self.method) {
+            loss.validate(schedule.len())
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
+        if !a.lambda_max.is_finite() || a.lambda_max < 0.0 {
+            return bad(format!(
+                "lambda_max must be finite and >= 0, got {}",
+                a.lambda_max
+            ));
+        }
+        let m = a.diffusion.size_multiple();
+        if !self.patch_size.is_multiple_of(m) {
+            return bad(format!(
+                "patch_size {} must be a multiple of {m} for the diffusion network",
+                self.patch_size
+            ));
+        }
+        if let TargetSpec::Synthetic {
+            degradation,
+            variants,
+            ..
+        } = &a.target
+        {
+            degradation.validate()?;
+            if *variants == 0 {
+                return bad("target variants must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses a config file's JSON, rejecting unknown keys. Configs written by older versions
+    /// load too: their `adaptation.loss.variant` must agree with `method` (it is now derived
+    /// from it) and a missing `adaptation.schedule` is the paper's, which they all used.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let mut value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        migrate(&mut value)?;
+        serde_json::from_value(value).map_err(|e| Error::Config(e.to_string()))
+    }
+}
+
+/// Brings an older config's JSON to the current layout (see [`TrainConfig::from_json`]).
+fn migrate(value: &mut serde_json::Value) -> Result<()> {
+    let method = value["method"].as_str().unwrap_or_default().to_string();
+    let Some(adaptation) = value.get_mut("adaptation").and_then(|a| a.as_object_mut()) else {
+        return Ok(());
+    };
+    if !adaptation.contains_key("schedule") {
+        let paper = serde_json::to_value(ScheduleConfig::paper())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        adaptation.insert("schedule".into(), paper);
+    }
+    let Some(loss) = adaptation.get_mut("loss").and_then(|l| l.as_object_mut()) else {
+        return Ok(());
+    };
+    if let Some(variant) = loss.remove("variant") {
+        let expected = match method.as_str() {
+            "da-ex" => "ex",
+            _ => "paired",
+        };
+        if method != "vanilla" && variant.as_str() != Some(expected) {
+            return bad(format!(
+                "method {method:?} with adaptation.loss.variant {variant} (a config of an older \
+                 daa): the variant now follows from the method; remove it, or set method to \
+                 \"da-ex\" for \"ex\" and \"da\" for \"paired\""
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_configs_with_a_variant_and_no_schedule_still_load() -> Result<()> {
+        let cfg = TrainConfig::smoke();
+        let mut v = serde_json::to_value(&cfg).map_err(|e| Error::Config(e.to_string()))?;
+        v["adaptation"]["loss"]["variant"] = "paired".into();
+        if let Some(a) = v["adaptation"].as_object_mut() {
+            a.remove("schedule");
+        }
+        assert_eq!(TrainConfig::from_json(&v.to_string())?, cfg);
+        v["adaptation"]["loss"]["variant"] = "ex".into();
+        let err = TrainConfig::from_json(&v.to_string())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("variant"), "{err}");
+        v["method"] = "da-ex".into();
+        let ex = TrainConfig::from_json(&v.to_string())?;
+        assert_eq!(ex.method, crate::Method::DaEx);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() -> Result<()> {
+        let mut v =
+            serde_json::to_value(TrainConfig::smoke()).map_err(|e| Error::Config(e.to_string()))?;
+        v["batch_sise"] = 3.into();
+        assert!(TrainConfig::from_json(&v.to_string()).is_err());
+        let mut cfg = TrainConfig::smoke();
+        cfg.patch_size = 30;
+        assert!(cfg.validate().is_err());
+        let mut cfg = TrainConfig::smoke();
+        cfg.optim.lr = -1.0;
+        assert!(cfg.validate().is_err());
+        let mut cfg = TrainConfig::smoke();
+        cfg.adaptation.schedule.steps = 500;
+        assert!(cfg.validate().is_err(), "t_max 999 needs 1000 steps");
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! The model pair and its training step: the restorer, the diffusion network with its loss
+//! (adaptation), the EMA copy of the restorer, and one Adam over every trained variable.
+//! The engine and `daa bench` both build and step models only through [`Models`], so they
+//! train the same parameter set the same way.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use daa_backbones::Backbone;
+use daa_diffusion::{AdaptationLoss, CondUNet};
+
+use crate::seeds::{self, Salt};
+use crate::step::{step_losses, Adaptation, Batch, LossParts};
+use crate::{seeded_var_builder, Adam, Error, Result, TrainConfig};
+
+/// The diffusion network, its loss and its variables.
+pub struct Diffusion {
+    /// The conditional noise predictor.
+    pub unet: CondUNet,
+    /// The adaptation loss (schedule and settings).
+    pub loss: AdaptationLoss,
+    /// Its variables (saved as `diffusion-{step}`).
+    pub varmap: VarMap,
+}
+
+/// An exponential moving average of the restorer's weights, with its own network.
+pub struct Ema {
+    /// The averaged variables (saved as `restorer-ema-{step}`).
+    pub varmap: VarMap,
+    /// A restorer reading them.
+    pub net: Backbone,
+    /// `ema = decay * ema + (1 - decay) * raw` after every step.
+    pub decay: f64,
+}
+
+/// What one training step did.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    /// The named loss values, `total` first, then `rec`, the adaptation parts and `lambda`
+    /// (the names used in logs).
+    pub losses: Vec<(&'static str, f64)>,
+    /// The weight of the noise loss at this step (0 without adaptation).
+    pub lambda: f64,
+    /// False when the loss or a gradient was not finite: the weights were left as they were.
+    pub applied: bool,
+}
+
+impl StepOutcome {
+    /// The total loss.
+    pub fn total(&self) -> f64 {
+        self.losses.first().map_or(f64::NAN, |(_, v)| *v)
+    }
+}
+
+/// The networks of a run and their optimizer.
+pub struct Models {
+    /// The restoration network.
+    pub restorer: Backbone,
+    /// Its variables (saved as `restorer-{step}`).
+    pub restorer_vars: VarMap,
+    /// Adaptation's diffusion network (`None` for `vanilla`).
+    pub diffusion: Option<Diffusion>,
+    /// The EMA of the restorer (`None` when `ema_decay` is 0).
+    pub ema: Option<Ema>,
+    /// One Adam over the restorer's and the diffusion network's trained variables.
+    pub opt: Adam,
+    charbonnier_eps: f64,
+    lambda_max: f64,
+    ramp_steps: usize,
+}
+
+/// The trained variables of `varmap`, named `{prefix}{name}`. BatchNorm's running statistics
+/// are buffers updated by the forward pass, not parameters: Adam leaves them alone.
+fn trained_vars(varmap: &VarMap, prefix: &str) -> Result<Vec<(String, Var)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Poisoned("variable map"))?;
+    Ok(data
+        .iter()
+        .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+        .map(|(k, v)| (format!("{prefix}{k}"), v.clone()))
+        .collect())
+}
+
+/// `ema = decay * ema + (1 - decay) * raw` for every variable (decay 0 copies).
+fn ema_update(ema: &VarMap, raw: &VarMap, decay: f64) -> Result<()> {
+    let raw = raw
+        .data()
+        .lock()
+        .map_err(|_| Error::Poisoned("variable map"))?;
+    let ema = ema
+        .data()
+        .lock()
+        .map_err(|_| Error::Poisoned("variable map"))?;
+    for (name, r) in raw.iter() {
+        let Some(e) = ema.get(name) else { continue };
+        let r = r.as_tensor().detach();
+        let new = if decay == 0.0 {
+            r
+        } else {
+            ((e.as_tensor().detach() * decay)? + (r * (1.0 - decay))?)?
+        };
+        e.set(&new)?;
+    }
+    Ok(())
+}
+
+/// The named loss values of a step, `total` first (names as in the logs).
+fn loss_values(p: &LossParts) -> Result<Vec<(&'static str, f64)>> {
+    let v = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+    let mut out = vec![("total", v(&p.total)?), ("rec", v(&p.rec)?)];
+    for (name, t) in [
+        ("diff_pos", &p.diff_pos),
+        ("diff_neg", &p.diff_neg),
+        ("contrastive", &p.contrastive),
+        ("noise", &p.noise),
+    ] {
+        if let Some(t) = t {
+            out.push((name, v(t)?));
+        }
+    }
+    if p.noise.is_some() {
+        out.push(("lambda", p.lambda));
+    }
+    Ok(out)
+}
+
+impl Models {
+    /// Builds the networks of `cfg` with weights seeded from `cfg.seed` (the restorer from the
+    /// seed, the diffusion network from its own salt), the EMA as a copy of the restorer, and
+    /// Adam over both networks.
+    pub fn new(cfg: &TrainConfig, device: &Device) -> Result<Self> {
+        let restorer_vars = VarMap::new();
+        let vb = seeded_var_builder(&restorer_vars, cfg.seed, DType::F32, device);
+        let restorer = cfg.backbone.build(vb)?;
+        let mut named = trained_vars(&restorer_vars, "restorer.")?;
+        let a = &cfg.adaptation;
+        let diffusion = match a.loss_config(cfg.method) {
+            Some(loss_cfg) => {
+                let varmap = VarMap::new();
+                let seed = seeds::salted(cfg.seed, Salt::Diffusion);
+                let vb = seeded_var_builder(&varmap, seed, DType::F32, device);
+                let unet = CondUNet::new(vb, &a.diffusion)?;
+                let loss = AdaptationLoss::new(a.schedule.build()?, loss_cfg)?;
+                named.extend(trained_vars(&varmap, "diffusion.")?);
+                Some(Diffusion { unet, loss, varmap })
+            }
+            None => None,
+        };
+        let opt = Adam::new(named, cfg.optim)?;
+        let ema = match cfg.ema_decay > 0.0 {
+            true => {
+                let varmap = VarMap::new();
+                let vb = seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
+                let net = cfg.backbone.build(vb)?;
+                ema_update(&varmap, &restorer_vars, 0.0)?;
+                Some(Ema {
+                    varmap,
+                    net,
+                    decay: cfg.ema_decay,
+                })
+            }
+            false => None,
+        };
+        Ok(Self {
+            restorer,
+            restorer_vars,
+            diffusion,
+            ema,
+            opt,
+            charbonnier_eps: cfg.charbonnier_eps,
+            lambda_max: cfg.adaptation.lambda_max,
+            ramp_steps: cfg.adaptation.ramp_steps,
+        })
+    }
+
+    /// The restorer that evaluation uses: the EMA when on, else the trained one.
+    pub fn eval_net(&self) -> &Backbone {
+        self.ema.as_ref().map_or(&self.restorer, |e| &e.net)
+    }
+
+    /// The variables of [`Self::eval_net`].
+    pub fn eval_vars(&self) -> &VarMap {
+        self.ema.as_ref().map_or(&self.restorer_vars, |e| &e.varmap)
+    }
+
+    /// One training step on `batch`: the losses, one backward pass over their total, Adam,
+    /// the EMA. `step` is the number of steps done before this one (lambda's progress); the
+    /// step's noise levels, noise, swap masks and dropout masks come from `seed` and `step`
+    /// alone. A non-finite loss or gradient leaves every weight as it was.
+    pub fn train_step(&mut self, batch: &Batch, step: usize, seed: u64) -> Result<StepOutcome> {
+        let mut rng = seeds::step_rng(seed, step);
+        let mut dropout = seeds::dropout_rng(seed, step);
+        let adaptation = self.diffusion.as_ref().map(|d| Adaptation {
+            unet: &d.unet,
+            loss: &d.loss,
+            lambda_max: self.lambda_max,
+            ramp_steps: self.ramp_steps,
+        });
+        let parts = step_losses(
+            batch,
+            &self.restorer,
+            adaptation.as_ref(),
+            self.charbonnier_eps,
+            step,
+            &mut rng,
+            &mut dropout,
+        )?;
+        let losses = loss_values(&parts)?;
+        let total = losses[0].1;
+        let grads = match total.is_finite() {
+            true => Some(parts.total.backward()?),
+            false => None,
+        };
+        let applied = match &grads {
+            Some(g) if self.opt.gradients_finite(g)? => {
+                self.opt.step(g)?;
+                if let Some(ema) = &self.ema {
+                    ema_update(&ema.varmap, &self.restorer_vars, ema.decay)?;
+                }
+                true
+            }
+            _ => false,
+        };
+        Ok(StepOutcome {
+            losses,
+            lambda: parts.lambda,
+            applied,
+        })
+    }
+}
