@@ -85,6 +85,8 @@ class MaskSource:
 
     def next(self, shape):
         n = math.prod(shape)
+        if self.p == 0:
+            return torch.ones(n, dtype=torch.uint8).reshape(shape)
         if self.replay is not None:
             keep, self.replay = self.replay[:n], self.replay[n:]
         else:
@@ -161,7 +163,8 @@ def settings(name):
     s.update(SCENARIOS[name])
     s.update(batch=B, height=H, width=W, steps=STEPS, margin=MARGIN, charbonnier_eps=CHARBONNIER_EPS,
              lambda_max=LAMBDA_MAX, ramp_samples=RAMP_SAMPLES, ramp_quantum=RAMP_QUANTUM,
-             adam=dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0))
+             adam=dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0),
+             restorer=RESTORER, diffusion=dict(DIFFUSION, mults=list(DIFFUSION["mults"])))
     return s
 
 
