@@ -9,8 +9,11 @@
 //!
 //! The API knows nothing about restoration networks: give it tensors (a clean image, two
 //! degraded inputs, and your network's two residuals) and add the returned loss to yours.
-//! Images are NCHW RGB in `[0, 1]`; they are mapped to the diffusion network's `[-1, 1]` inside
-//! ([`to_diffusion_space`]). Place in the crate graph: depends on `candle-core` and `candle-nn`.
+//! Images are NCHW RGB in the value range your restorer works in, `[0, 1]` or `[-1, 1]`
+//! ([`ValueRange`]; the reference denoises in `[0, 1]`, derains and deblurs in `[-1, 1]`): the
+//! diffusion network sees them as they are. Every random draw of a step can be sampled
+//! ([`AdaptationLoss::draw`]) or given ([`AdaptationDraws`]). Place in the crate graph: depends
+//! on `candle-core` and `candle-nn`.
 //!
 //! Adapting a toy restorer (one conv predicting a residual) in a few lines:
 //!
@@ -52,7 +55,8 @@ mod unet;
 
 pub use adaptation::{
     contrastive_hinge, gaussian_like, lambda_ramp, scalar, to_diffusion_space, AdaptationConfig,
-    AdaptationInputs, AdaptationLoss, AdaptationParts, Variant,
+    AdaptationDraws, AdaptationInputs, AdaptationLoss, AdaptationParts, LambdaRamp, ValueRange,
+    Variant,
 };
 pub use embeddings::{gamma_embedding, NoiseLevelEmbedding};
 pub use schedule::{q_sample, NoiseSchedule};

@@ -59,6 +59,16 @@ fn values(init: Init, shape: &Shape, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<f
     }
 }
 
+/// The reference's init on top of the layer's hint: conv and linear biases, whose candle
+/// default is uniform, start at zero (their weights already default to Kaiming normal, fan-in,
+/// gain sqrt(2)).
+fn reference_init(name: &str, hint: Init) -> Init {
+    match hint {
+        Init::Uniform { .. } if name.ends_with("bias") => Init::Const(0.0),
+        other => other,
+    }
+}
+
 impl SimpleBackend for Seeded {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         let mut data = self
@@ -73,9 +83,13 @@ impl SimpleBackend for Seeded {
             return Ok(v.as_tensor().clone());
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(name_seed(self.seed, name));
-        let t = Tensor::from_vec(values(h, &s, &mut rng), s, &Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(dev)?;
+        let t = Tensor::from_vec(
+            values(reference_init(name, h), &s, &mut rng),
+            s,
+            &Device::Cpu,
+        )?
+        .to_dtype(dtype)?
+        .to_device(dev)?;
         let var = Var::from_tensor(&t)?;
         let t = var.as_tensor().clone();
         data.insert(name.to_string(), var);
@@ -144,6 +158,33 @@ mod tests {
         let w = weights(3)?;
         let std = (w.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
         assert!((std - 0.1667).abs() < 0.012, "{std}");
+        Ok(())
+    }
+
+    /// The reference's init: Kaiming-normal weights and zero biases on every conv and linear,
+    /// the restorer's and the diffusion network's (its `cond_embed` MLP included).
+    #[test]
+    fn every_bias_starts_at_zero() -> Result<()> {
+        let varmap = VarMap::new();
+        let vb = seeded_var_builder(&varmap, 5, DType::F32, &Device::Cpu);
+        BackboneConfig::UNet(UNetConfig::tiny()).build(vb.pp("restorer"))?;
+        daa_diffusion::CondUNet::new(vb.pp("diffusion"), &daa_diffusion::CondUNetConfig::tiny())?;
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let biases: Vec<_> = data.iter().filter(|(k, _)| k.ends_with("bias")).collect();
+        assert!(biases.iter().any(|(k, _)| k.contains("cond_embed")));
+        assert!(biases.iter().any(|(k, _)| k.starts_with("restorer.last")));
+        for (name, v) in biases {
+            let m = v.as_tensor().abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(m, 0.0, "{name} starts at {m}");
+        }
+        let w = data["diffusion.cond_embed.0.weight"].as_tensor();
+        let n = w.elem_count() as f64;
+        let std = (w.sqr()?.sum_all()?.to_scalar::<f32>()? as f64 / n).sqrt();
+        // Linear(16, 64): fan-in 16, std = sqrt(2 / 16) = 0.354.
+        assert!((std - 0.354).abs() < 0.03, "{std}");
         Ok(())
     }
 }

@@ -56,4 +56,4 @@ pub use model::{Diffusion, Ema, Models, StepOutcome};
 pub use optim::Adam;
 pub use restore::{bytes_per_pixel, restore_image, tile_for_budget, TileConfig};
 pub use run_dir::{steps_to_prune, CheckpointKind, RunDir, TrainState};
-pub use step::{step_losses, Adaptation, Batch, LossParts};
+pub use step::{step_losses, step_losses_with, Adaptation, Batch, LossParts, StepNetworks};

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use daa_backbones::Backbone;
-use daa_diffusion::{AdaptationLoss, CondUNet};
+use daa_diffusion::{AdaptationLoss, CondUNet, LambdaRamp};
 
 use crate::seeds::{self, Salt};
 use crate::step::{step_losses, Adaptation, Batch, LossParts};
@@ -64,8 +64,8 @@ pub struct Models {
     /// One Adam over the restorer's and the diffusion network's trained variables.
     pub opt: Adam,
     charbonnier_eps: f64,
-    lambda_max: f64,
-    ramp_steps: usize,
+    ramp: LambdaRamp,
+    batch_size: usize,
 }
 
 /// The trained variables of `varmap`, named `{prefix}{name}`. BatchNorm's running statistics
@@ -169,8 +169,8 @@ impl Models {
             ema,
             opt,
             charbonnier_eps: cfg.charbonnier_eps,
-            lambda_max: cfg.adaptation.lambda_max,
-            ramp_steps: cfg.adaptation.ramp_steps,
+            ramp: cfg.lambda_ramp(),
+            batch_size: cfg.batch_size,
         })
     }
 
@@ -194,15 +194,14 @@ impl Models {
         let adaptation = self.diffusion.as_ref().map(|d| Adaptation {
             unet: &d.unet,
             loss: &d.loss,
-            lambda_max: self.lambda_max,
-            ramp_steps: self.ramp_steps,
+            ramp: self.ramp,
         });
         let parts = step_losses(
             batch,
             &self.restorer,
             adaptation.as_ref(),
             self.charbonnier_eps,
-            step,
+            (step * self.batch_size) as u64,
             &mut rng,
             &mut dropout,
         )?;

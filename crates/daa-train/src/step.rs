@@ -2,11 +2,12 @@
 
 use candle_core::{Result, Tensor};
 use daa_backbones::Backbone;
-use daa_diffusion::{lambda_ramp, AdaptationInputs, AdaptationLoss, CondUNet};
+use daa_diffusion::{AdaptationDraws, AdaptationInputs, AdaptationLoss, CondUNet, LambdaRamp};
 
 use crate::charbonnier;
 
-/// A training batch on the device. Tensors are `(B, 3, P, P)` in `[0, 1]`.
+/// A training batch on the device. Tensors are `(B, 3, P, P)` in the task's value range
+/// (`daa_diffusion::ValueRange`).
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// Degraded source inputs `x_s`.
@@ -44,31 +45,74 @@ pub struct Adaptation<'a> {
     pub unet: &'a CondUNet,
     /// The loss.
     pub loss: &'a AdaptationLoss,
-    /// Final lambda.
-    pub lambda_max: f64,
-    /// Ramp length in steps.
-    pub ramp_steps: usize,
+    /// Lambda as a function of the samples seen.
+    pub ramp: LambdaRamp,
 }
 
-/// Computes a step's losses. `step` is the number of steps done before this one (lambda's
-/// progress); `rng` supplies the noise levels, noise and swap masks, `dropout` the diffusion
-/// network's dropout masks.
+/// Computes a step's losses. `samples_seen` is the number of training samples of the steps
+/// before this one (lambda's progress); `rng` supplies the noise levels, noise and swap masks
+/// ([`AdaptationLoss::draw`]), `dropout` the diffusion network's dropout masks. The batch is
+/// in the task's value range.
 pub fn step_losses(
     batch: &Batch,
     restorer: &Backbone,
     adaptation: Option<&Adaptation>,
     charbonnier_eps: f64,
-    step: usize,
+    samples_seen: u64,
     rng: &mut impl rand::Rng,
     dropout: &mut dyn rand::RngCore,
 ) -> Result<LossParts> {
-    let r_s = restorer.residual(&batch.source_input, true)?;
+    let nets = StepNetworks {
+        restorer,
+        adaptation: adaptation.map(|a| (a.unet, a.loss)),
+    };
+    let (draws, lambda) = match (adaptation, &batch.target_input) {
+        (Some(a), Some(_)) => {
+            let clean = batch.ex_clean.as_ref().unwrap_or(&batch.source_target);
+            (Some(a.loss.draw(clean, rng)?), a.ramp.at(samples_seen))
+        }
+        _ => (None, 0.0),
+    };
+    step_losses_with(
+        batch,
+        &nets,
+        charbonnier_eps,
+        lambda,
+        draws.as_ref(),
+        dropout,
+    )
+}
+
+/// The networks of a step: the restorer, and for adaptation the diffusion network with its
+/// loss.
+pub struct StepNetworks<'a> {
+    /// The restorer `R`.
+    pub restorer: &'a Backbone,
+    /// The diffusion network `D` and the adaptation loss (`None`: the restorer alone).
+    pub adaptation: Option<(&'a CondUNet, &'a AdaptationLoss)>,
+}
+
+/// A step's losses with every random draw given: `draws` (noise levels, noise, swap masks;
+/// `None` without adaptation) and the stream the diffusion network's dropout masks come from.
+/// The batch is in the task's value range; `lambda` weighs the noise loss. This is what
+/// [`step_losses`] runs, and what the step-parity test feeds PyTorch's draws.
+pub fn step_losses_with(
+    batch: &Batch,
+    nets: &StepNetworks,
+    charbonnier_eps: f64,
+    lambda: f64,
+    draws: Option<&AdaptationDraws>,
+    dropout: &mut dyn rand::RngCore,
+) -> Result<LossParts> {
+    let r_s = nets.restorer.residual(&batch.source_input, true)?;
     let rec = charbonnier(
         &(&batch.source_input + &r_s)?,
         &batch.source_target,
         charbonnier_eps,
     )?;
-    let (Some(a), Some(x_r)) = (adaptation, &batch.target_input) else {
+    let (Some((unet, loss)), Some(x_r), Some(draws)) =
+        (nets.adaptation, &batch.target_input, draws)
+    else {
         return Ok(LossParts {
             total: rec.clone(),
             rec,
@@ -79,7 +123,7 @@ pub fn step_losses(
             lambda: 0.0,
         });
     };
-    let r_r = restorer.residual(x_r, true)?;
+    let r_r = nets.restorer.residual(x_r, true)?;
     let clean = batch.ex_clean.as_ref().unwrap_or(&batch.source_target);
     let inputs = AdaptationInputs {
         clean,
@@ -88,8 +132,7 @@ pub fn step_losses(
         source_residual: &r_s,
         target_residual: &r_r,
     };
-    let parts = a.loss.compute(a.unet, &inputs, rng, Some(dropout))?;
-    let lambda = lambda_ramp(step, a.ramp_steps, a.lambda_max);
+    let parts = loss.compute_with(unet, &inputs, draws, Some(dropout))?;
     let total = (&rec + (&parts.noise * lambda)?)?;
     Ok(LossParts {
         total,

@@ -56,7 +56,7 @@ impl Args {
                 ex_clean: None,
             };
             // Past the lambda ramp, so the adaptation loss weighs in as in most of a run.
-            let step = cfg.adaptation.ramp_steps;
+            let step = (cfg.lambda_ramp().ramp_samples / b.max(1) as u64) as usize;
             let mut times = Vec::new();
             for i in 0..self.warmup + self.steps {
                 let t0 = Instant::now();

@@ -69,9 +69,12 @@ pub struct Args {
     /// Final weight of the noise loss (the paper: 0.2).
     #[arg(long)]
     lambda: Option<f64>,
-    /// Steps over which lambda ramps up.
-    #[arg(long)]
+    /// Steps over which lambda ramps up (at this run's batch size; stored as samples).
+    #[arg(long, conflicts_with = "ramp_samples")]
     ramp_steps: Option<usize>,
+    /// Training samples over which lambda ramps up (continuous ramp from 0).
+    #[arg(long)]
+    ramp_samples: Option<u64>,
     /// Turn channel shuffling off (ablation).
     #[arg(long)]
     no_shuffle: bool,
@@ -126,6 +129,7 @@ impl Args {
             real_dir: self.real_dir.clone(),
             lambda_max: self.lambda,
             ramp_steps: self.ramp_steps,
+            ramp_samples: self.ramp_samples,
             no_shuffle: self.no_shuffle,
             no_contrastive: self.no_contrastive,
             t_min: self.t_min,

@@ -82,14 +82,23 @@ pub enum Resample {
     Up,
 }
 
+/// Nearest-neighbour x2 as a broadcast: the same values as `upsample_nearest2d`, but a
+/// backward that adds to the input's gradient. candle 0.11's `upsample_nearest2d` backward
+/// overwrites it instead, which drops the other paths' gradient to the same tensor (a residual
+/// block upsamples its input for the skip and feeds it to its GroupNorm); found by the step
+/// parity test against PyTorch (crates/daa-train/tests/step_parity.rs).
+pub fn upsample_nearest2x(xs: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    xs.reshape((b, c, h, 1, w, 1))?
+        .broadcast_as((b, c, h, 2, w, 2))?
+        .reshape((b, c, 2 * h, 2 * w))
+}
+
 fn resample(xs: &Tensor, r: Resample) -> Result<Tensor> {
     match r {
         Resample::None => Ok(xs.clone()),
         Resample::Down => xs.avg_pool2d(2),
-        Resample::Up => {
-            let (_, _, h, w) = xs.dims4()?;
-            xs.upsample_nearest2d(2 * h, 2 * w)
-        }
+        Resample::Up => upsample_nearest2x(xs),
     }
 }
 
@@ -171,5 +180,37 @@ impl ResBlock {
             None => x,
         };
         skip + h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_upsample_matches_candle_and_adds_to_other_gradients() -> Result<()> {
+        let x = candle_core::Var::from_tensor(
+            &Tensor::arange(0f32, 12., &Device::Cpu)?.reshape((1, 2, 2, 3))?,
+        )?;
+        let up = upsample_nearest2x(x.as_tensor())?;
+        assert_eq!(
+            up.flatten_all()?.to_vec1::<f32>()?,
+            x.as_tensor()
+                .upsample_nearest2d(4, 6)?
+                .flatten_all()?
+                .to_vec1::<f32>()?
+        );
+        // d/dx [sum(up(x)) + 3 sum(x)] = 4 + 3 everywhere; candle's own upsample backward
+        // overwrites the 3 and would give 4.
+        let loss = (up.sum_all()? + (x.as_tensor() * 3.0)?.sum_all()?)?;
+        let grads = loss.backward()?;
+        let g = grads
+            .get(x.as_tensor())
+            .ok_or_else(|| candle_core::Error::Msg("no gradient".into()))?;
+        assert!(
+            g.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| *v == 7.0),
+            "{g}"
+        );
+        Ok(())
     }
 }

@@ -34,8 +34,10 @@ pub struct Overrides {
     pub real_dir: Option<PathBuf>,
     /// Final weight of the noise loss.
     pub lambda_max: Option<f64>,
-    /// Steps over which lambda ramps up.
+    /// Steps over which lambda ramps up (at the run's batch size; stored as samples).
     pub ramp_steps: Option<usize>,
+    /// Training samples over which lambda ramps up.
+    pub ramp_samples: Option<u64>,
     /// Channel shuffling off (ablation).
     pub no_shuffle: bool,
     /// The contrastive term off (ablation).
@@ -104,12 +106,22 @@ impl Overrides {
     }
 
     fn apply_adaptation(&self, cfg: &mut TrainConfig) -> Result<()> {
+        let batch = cfg.batch_size as u64;
         let a = &mut cfg.adaptation;
+        if let Some(steps) = self.ramp_steps {
+            a.ramp_samples = steps as u64 * batch;
+            a.ramp_quantum_samples = 0;
+            a.ramp_steps = None;
+        }
+        if let Some(samples) = self.ramp_samples {
+            a.ramp_samples = samples;
+            a.ramp_quantum_samples = 0;
+            a.ramp_steps = None;
+        }
         if let Some(dir) = &self.real_dir {
             a.target = TargetSpec::Folder { dir: dir.clone() };
         }
         set(&mut a.lambda_max, &self.lambda_max);
-        set(&mut a.ramp_steps, &self.ramp_steps);
         a.loss.shuffle &= !self.no_shuffle;
         a.loss.contrastive &= !self.no_contrastive;
         set(&mut a.loss.t_min, &self.t_min);

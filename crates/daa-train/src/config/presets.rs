@@ -194,7 +194,9 @@ impl TrainConfig {
                 schedule: ScheduleConfig::paper(),
                 loss: LossSettings::paper(),
                 lambda_max: 0.2,
-                ramp_steps: steps / 3,
+                ramp_samples: (steps / 3 * 8) as u64,
+                ramp_quantum_samples: 0,
+                ramp_steps: None,
                 target: TargetSpec::Synthetic {
                     clean_dir: embedded("photos/train"),
                     degradation: Degradation::denoise_target(),
@@ -237,8 +239,9 @@ impl TrainConfig {
 
     /// The paper's denoising setup (U-Net 8.56 M + CondUNet 62.6 M, 128x128 patches, batch 24,
     /// lr 1e-4) for a GPU; point the data at a large clean set (DIV2K etc.) and real noisy images
-    /// (SIDD-Medium) for a real run. Lambda ramps over 13,430 steps: the reference ramps over 300
-    /// epochs of its denoising set (8,594 images at a global batch of 192, 44.8 steps an epoch).
+    /// (SIDD-Medium) for a real run. Lambda ramps as the reference's: 300 epochs of its denoising
+    /// list of about 65,500 crops, one epoch per quantum (docs/method.md derives the figure;
+    /// scripts/count_reference_crops.py counts it exactly from the photos).
     pub fn denoise_paper() -> Self {
         let base = Self::denoise();
         Self {
@@ -246,7 +249,8 @@ impl TrainConfig {
             backbone: BackboneConfig::UNet(UNetConfig::paper()),
             adaptation: AdaptationSettings {
                 diffusion: CondUNetConfig::paper(),
-                ramp_steps: 13_430,
+                ramp_samples: 300 * 65_500,
+                ramp_quantum_samples: 65_500,
                 ..base.adaptation.clone()
             },
             patch_size: 128,
@@ -329,7 +333,7 @@ impl TrainConfig {
             backbone: BackboneConfig::UNet(UNetConfig::tiny()),
             adaptation: AdaptationSettings {
                 diffusion: CondUNetConfig::tiny(),
-                ramp_steps: 2,
+                ramp_samples: 2 * 2,
                 target: TargetSpec::Synthetic {
                     clean_dir: embedded("photos/train"),
                     degradation: Degradation::denoise_target(),

@@ -149,8 +149,18 @@ pub struct AdaptationSettings {
     pub loss: LossSettings,
     /// Final weight of the noise loss (the paper: 0.2, reached as 0.197).
     pub lambda_max: f64,
-    /// Steps over which lambda ramps up as in the paper (`p = min(step / ramp_steps, 1)`).
-    pub ramp_steps: usize,
+    /// Training samples over which lambda ramps up (`daa_diffusion::LambdaRamp`,
+    /// docs/method.md "Lambda ramp in samples seen"); 0: no ramp.
+    #[serde(default)]
+    pub ramp_samples: u64,
+    /// Progress advances in whole quanta of this many samples, the first counting as one (the
+    /// reference: one epoch of its synthetic list); 0: continuous from 0.
+    #[serde(default)]
+    pub ramp_quantum_samples: u64,
+    /// Configs written before the ramp was counted in samples: a ramp of `ramp_steps` steps,
+    /// read as `ramp_steps * batch_size` samples (continuous) when `ramp_samples` is 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_steps: Option<usize>,
     /// Target-domain inputs.
     pub target: TargetSpec,
     /// For `da-ex`: unpaired clean images to noise.

@@ -9,6 +9,21 @@ fn bad(message: String) -> Result<()> {
 }
 
 impl TrainConfig {
+    /// The lambda ramp in samples seen; a legacy `ramp_steps` counts `batch_size` samples a
+    /// step.
+    pub fn lambda_ramp(&self) -> daa_diffusion::LambdaRamp {
+        let a = &self.adaptation;
+        let ramp_samples = match a.ramp_steps {
+            Some(steps) if a.ramp_samples == 0 => (steps * self.batch_size) as u64,
+            _ => a.ramp_samples,
+        };
+        daa_diffusion::LambdaRamp {
+            lambda_max: a.lambda_max,
+            ramp_samples,
+            quantum_samples: a.ramp_quantum_samples,
+        }
+    }
+
     /// Checks ranges and consistency; called before any file is touched.
     pub fn validate(&self) -> Result<()> {
         self.validate_training()?;
