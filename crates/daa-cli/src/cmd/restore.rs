@@ -7,6 +7,8 @@ use daa_degrade::{load_image_keep, save_image_as, scan_images, WRITE_EXTENSIONS}
 use daa_train::{bytes_per_pixel, load_restorer, restore_image, tile_for_budget, TileConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// A folder restore's plan: (input, output) pairs, and the inputs that cannot be read.
+type FolderPlan = (Vec<(PathBuf, PathBuf)>, Vec<PathBuf>);
 /// Flags of `daa restore`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -137,7 +139,7 @@ impl Args {
 
     /// The (input, output) pairs of a folder run, checked before any work: the output folder
     /// is not the input folder, no output is an input, no two inputs share an output name.
-    fn plan_folder(&self) -> Result<(Vec<(PathBuf, PathBuf)>, Vec<PathBuf>)> {
+    fn plan_folder(&self) -> Result<FolderPlan> {
         let (files, broken) = scan_images(&self.input)?;
         if self.output.exists() && !self.output.is_dir() {
             bail!(
