@@ -84,9 +84,40 @@ pub fn layer_norm_2d(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> R
         .broadcast_add(&bias.reshape((1, c, 1, 1))?)
 }
 
-/// Depthwise 3x3 convolution, padding 1, as nine shifted multiply-adds (fast in candle, where
-/// a grouped conv runs one conv per group). `weight: (C, 1, 3, 3)`, `bias: (C,)` or none.
+/// Depthwise 3x3 convolution, padding 1 (`groups = C`; candle runs a grouped conv as one conv
+/// per group). `weight: (C, 1, 3, 3)`, `bias: (C,)` or none. On the CPU in f32/f64 it gathers
+/// the 3x3 neighbourhoods with [`daa_kernels::im2col`] (whose backward is one `col2im`) and
+/// takes one weighted sum; elsewhere it adds nine shifted products.
 pub fn depthwise_conv3x3(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    let acc = if xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64) {
+        let g = daa_kernels::Conv2dGeometry {
+            b,
+            c,
+            h,
+            w,
+            k: 3,
+            stride: 1,
+            padding: 1,
+        };
+        // (B, H*W, C*9) -> (B, H*W, C, 9), weighted sum over the taps -> (B, C, H, W).
+        daa_kernels::im2col(xs, g)?
+            .reshape((b, h * w, c, 9))?
+            .broadcast_mul(&weight.reshape((c, 9))?)?
+            .sum(3)?
+            .transpose(1, 2)?
+            .reshape((b, c, h, w))?
+    } else {
+        depthwise_conv3x3_shifted(xs, weight)?
+    };
+    match bias {
+        Some(bias) => acc.broadcast_add(&bias.reshape((1, c, 1, 1))?),
+        None => Ok(acc),
+    }
+}
+
+/// Depthwise 3x3 convolution without bias as nine shifted multiply-adds (any device).
+fn depthwise_conv3x3_shifted(xs: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (_, c, h, w) = xs.dims4()?;
     let padded = xs.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
     let mut acc: Option<Tensor> = None;
@@ -106,11 +137,7 @@ pub fn depthwise_conv3x3(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) ->
             });
         }
     }
-    let acc = acc.ok_or_else(|| candle_core::Error::Msg("depthwise_conv3x3: no taps".into()))?;
-    match bias {
-        Some(b) => acc.broadcast_add(&b.reshape((1, c, 1, 1))?),
-        None => Ok(acc),
-    }
+    acc.ok_or_else(|| candle_core::Error::Msg("depthwise_conv3x3: no taps".into()))
 }
 
 /// A depthwise 3x3 conv layer (`groups = channels`, padding 1) with PyTorch's default
@@ -306,8 +333,36 @@ mod tests {
         let theirs = x
             .conv2d(&w, 1, 1, 1, 4)?
             .broadcast_add(&b.reshape((1, 4, 1, 1))?)?;
-        let diff = (ours - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "{diff}");
+        let shifted =
+            depthwise_conv3x3_shifted(&x, &w)?.broadcast_add(&b.reshape((1, 4, 1, 1))?)?;
+        let diff = (shifted - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "{diff}");
+        Ok(())
+    }
+
+    /// Both depthwise paths give the same gradients (the CPU one goes through im2col/col2im).
+    #[test]
+    fn depthwise_paths_have_equal_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = candle_core::Var::randn(0f64, 1., (2, 3, 5, 4), &dev)?;
+        let w = candle_core::Var::randn(0f64, 1., (3, 1, 3, 3), &dev)?;
+        let r = Tensor::randn(0f64, 1., (2, 3, 5, 4), &dev)?;
+        let g1 = (depthwise_conv3x3(&x, &w, None)? * &r)?
+            .sum_all()?
+            .backward()?;
+        let g2 = (depthwise_conv3x3_shifted(&x, &w)? * &r)?
+            .sum_all()?
+            .backward()?;
+        for v in [x.as_tensor(), w.as_tensor()] {
+            let (a, b) = (g1.get(v), g2.get(v));
+            let (Some(a), Some(b)) = (a, b) else {
+                candle_core::bail!("missing gradient")
+            };
+            let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            assert!(diff < 1e-10, "{diff}");
+        }
         Ok(())
     }
 }

@@ -229,3 +229,17 @@ fn reference_names_spot_checks() -> Result<()> {
     );
     Ok(())
 }
+
+/// The CPU presets' sizes, as documented in docs/backbones.md.
+#[test]
+fn cpu_presets_have_the_documented_parameter_counts() -> Result<()> {
+    assert_eq!(
+        count(&BackboneConfig::Restormer(RestormerConfig::cpu()))?,
+        785_768
+    );
+    assert_eq!(
+        count(&BackboneConfig::Uformer(UformerConfig::cpu()))?,
+        314_442
+    );
+    Ok(())
+}
