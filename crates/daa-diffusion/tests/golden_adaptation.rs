@@ -111,12 +111,25 @@ fn adaptation_loss_matches_the_independent_computation() -> Result<()> {
     let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
     let net = CondUNet::new(vb.pp("diffusion"), &CondUNetConfig::tiny())?;
     let loss = AdaptationLoss::new(NoiseSchedule::paper(), AdaptationConfig::paper())?;
+    // The fixture's script works in [0, 1] and maps every image to [-1, 1] (`2 x - 1`) where it
+    // enters the diffusion network; AdaptationLoss takes its images in the range the restorer
+    // works in and never remaps, so it is fed the signed range: images `2 x - 1`, residuals `2 r`.
+    let signed = |x: &Tensor| x.affine(2.0, -1.0);
+    let (clean, x_s, x_r) = (
+        signed(&f["clean"])?,
+        signed(&f["source_input"])?,
+        signed(&f["target_input"])?,
+    );
+    let (r_s, r_r) = (
+        f["source_residual"].affine(2.0, 0.0)?,
+        f["target_residual"].affine(2.0, 0.0)?,
+    );
     let inputs = AdaptationInputs {
-        clean: &f["clean"],
-        source_input: &f["source_input"],
-        target_input: &f["target_input"],
-        source_residual: &f["source_residual"],
-        target_residual: &f["target_residual"],
+        clean: &clean,
+        source_input: &x_s,
+        target_input: &x_r,
+        source_residual: &r_s,
+        target_residual: &r_r,
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
     let parts = loss.compute(&net, &inputs, &mut rng, None)?;

@@ -201,7 +201,8 @@ pub(crate) fn check_size(path: &Path, cfg: &BackboneConfig, header: &Header) -> 
             path,
             format!(
                 "its {} configuration needs about {params:.3e} parameters ({:.2} GiB) but the \
-                 file holds {held:.0} values; the metadata does not describe these weights",
+                 file holds {held:.0} values: the architecture (from the metadata or --arch) does not \
+                 match these weights",
                 cfg.name(),
                 gib(bytes)
             ),
