@@ -9,8 +9,9 @@
 //! network's size multiple, so every window falls on the same down-sampling grid as the whole
 //! image. What remains is the context beyond `pad` and, for the U-Net, the align-corners
 //! upsampling, whose sampling positions depend on the feature map's size (a fraction of a
-//! pixel at the coarse levels): the tests bound the difference (one grey level for a trained
-//! network). NAFNet's channel attention pools over the whole input, so tiles can differ more.
+//! pixel at the coarse levels), so no tiling equals an untiled run exactly; `tests/tiles.rs`
+//! measures and bounds the difference. NAFNet's channel attention pools over the whole
+//! input, so its tiles can differ more.
 
 use candle_core::Device;
 use daa_backbones::{Backbone, BackboneConfig};
@@ -32,12 +33,12 @@ pub struct TileConfig {
 }
 
 impl Default for TileConfig {
-    /// 512-pixel tiles, 16-pixel blended overlap, 32 pixels of context.
+    /// 512-pixel tiles, 16-pixel blended overlap, 64 pixels of context.
     fn default() -> Self {
         Self {
             tile: 512,
             overlap: 16,
-            pad: 32,
+            pad: 64,
         }
     }
 }

@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     overlap: usize,
     /// Context around each tile that is restored and cropped away, in pixels.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     tile_pad: usize,
     /// Memory budget of one tile's forward pass, which picks the tile size: a number of bytes
     /// with an optional K, M, G or T suffix (powers of 1024).
