@@ -118,6 +118,9 @@ fn check_output_file(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// (input, output) pairs, and the broken symlinks found among the inputs.
+type Plan = (Vec<(PathBuf, PathBuf)>, Vec<PathBuf>);
+
 impl Args {
     /// The output file name for input `src` in a folder run.
     fn output_name(&self, src: &Path) -> String {
@@ -137,7 +140,7 @@ impl Args {
 
     /// The (input, output) pairs of a folder run, checked before any work: the output folder
     /// is not the input folder, no output is an input, no two inputs share an output name.
-    fn plan_folder(&self) -> Result<(Vec<(PathBuf, PathBuf)>, Vec<PathBuf>)> {
+    fn plan_folder(&self) -> Result<Plan> {
         let (files, broken) = scan_images(&self.input)?;
         if self.output.exists() && !self.output.is_dir() {
             bail!(
