@@ -1,6 +1,9 @@
-//! Tiled inference equals untiled inference within one grey level (8-bit), for the paper's
-//! U-Net with random weights and for a small trained model, with tiles small enough that every
-//! image is cut into several padded, blended tiles.
+//! Tiled inference against untiled inference, for the paper's U-Net with random weights and
+//! for a small trained model, with tiles small enough that every image is cut into several
+//! padded, blended tiles. The padded tiles must be close to the untiled result and much closer
+//! than tiles without context (what `daa restore` did before). They cannot be equal: the
+//! U-Net's align-corners upsampling samples at positions that depend on the input's size, so
+//! a tile's coarse features are shifted by a fraction of a pixel from the whole image's.
 
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
@@ -43,38 +46,46 @@ fn diff_8bit(a: &Image, b: &Image) -> (i32, usize) {
     )
 }
 
-fn check(net: &daa_backbones::Backbone, img: &Image, tiles: TileConfig) {
+/// Max difference in grey levels and the fraction of values off by more than one, of the
+/// tiled result against the untiled one.
+fn tiled_vs_whole(net: &daa_backbones::Backbone, img: &Image, tiles: TileConfig) -> (i32, f64) {
     let whole = restore_image(net, img, &Device::Cpu, TileConfig { tile: 0, ..tiles })
         .unwrap_or_else(|e| panic!("{e}"));
     let tiled = restore_image(net, img, &Device::Cpu, tiles).unwrap_or_else(|e| panic!("{e}"));
     let (max, n_off) = diff_8bit(&whole, &tiled);
-    assert!(
-        max <= 1,
-        "{tiles:?}: tiled differs from untiled by up to {max} grey levels ({n_off} values > 1)"
+    let frac = n_off as f64 / img.data().len() as f64;
+    eprintln!(
+        "{tiles:?}: max {max} grey levels, {:.2}% of values off by more than 1",
+        100.0 * frac
     );
+    (max, frac)
 }
 
 #[test]
-fn tiled_equals_untiled_for_the_paper_unet_with_random_weights() {
+fn padded_tiles_match_untiled_for_the_paper_unet_with_random_weights() {
     let varmap = VarMap::new();
     let net = BackboneConfig::UNet(UNetConfig::paper())
         .build(seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu))
         .unwrap_or_else(|e| panic!("{e}"));
-    // 136x104 in 48-pixel tiles: 4x3 tiles, each window up to 48 + 2 * 24.
-    let img = test_image(136, 104);
-    check(
-        &net,
-        &img,
-        TileConfig {
-            tile: 48,
-            overlap: 8,
-            pad: 24,
-        },
+    // 360x232 in 128-pixel tiles: 3x2 tiles. Random weights use the whole receptive field
+    // (about 100 pixels), the worst case for tiling.
+    let img = test_image(360, 232);
+    let t = |overlap, pad| TileConfig {
+        tile: 128,
+        overlap,
+        pad,
+    };
+    let (max_naive, frac_naive) = tiled_vs_whole(&net, &img, t(16, 0));
+    let (max, frac) = tiled_vs_whole(&net, &img, t(16, 120));
+    assert!(max <= 10 && frac < 0.03, "padded tiles: max {max}, {frac}");
+    assert!(
+        max_naive >= 3 * max && frac_naive > 5.0 * frac,
+        "no context: max {max_naive}, {frac_naive}"
     );
 }
 
 #[test]
-fn tiled_equals_untiled_for_a_trained_model() {
+fn padded_tiles_match_untiled_for_a_trained_model() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cfg = TrainConfig {
         steps: 4,
@@ -85,18 +96,15 @@ fn tiled_equals_untiled_for_a_trained_model() {
     let (_, net, _) =
         load_restorer(&summary.checkpoint, &Device::Cpu, None).unwrap_or_else(|e| panic!("{e}"));
     let img = test_image(150, 110);
-    for tiles in [
-        TileConfig {
-            tile: 32,
-            overlap: 8,
-            pad: 16,
-        },
-        TileConfig {
-            tile: 40,
-            overlap: 0,
-            pad: 24,
-        },
-    ] {
-        check(&net, &img, tiles);
+    let t = |overlap, pad| TileConfig {
+        tile: 56,
+        overlap,
+        pad,
+    };
+    let (max_naive, _) = tiled_vs_whole(&net, &img, t(8, 0));
+    for tiles in [t(8, 48), t(0, 48)] {
+        let (max, frac) = tiled_vs_whole(&net, &img, tiles);
+        assert!(max <= 4 && frac < 0.01, "{tiles:?}: max {max}, {frac}");
+        assert!(max_naive > max, "no context: max {max_naive}");
     }
 }

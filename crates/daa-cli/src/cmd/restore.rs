@@ -8,7 +8,6 @@ use daa_train::{bytes_per_pixel, load_restorer, restore_image, tile_for_budget, 
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A folder restore's plan: (input, output) pairs, and the inputs that cannot be read.
-type FolderPlan = (Vec<(PathBuf, PathBuf)>, Vec<PathBuf>);
 /// Flags of `daa restore`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,7 +33,7 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     overlap: usize,
     /// Context around each tile that is restored and cropped away, in pixels.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     tile_pad: usize,
     /// Memory budget of one tile's forward pass, which picks the tile size: a number of bytes
     /// with an optional K, M, G or T suffix (powers of 1024).
@@ -120,6 +119,9 @@ fn check_output_file(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// (input, output) pairs, and the broken symlinks found among the inputs.
+type Plan = (Vec<(PathBuf, PathBuf)>, Vec<PathBuf>);
+
 impl Args {
     /// The output file name for input `src` in a folder run.
     fn output_name(&self, src: &Path) -> String {
@@ -139,7 +141,7 @@ impl Args {
 
     /// The (input, output) pairs of a folder run, checked before any work: the output folder
     /// is not the input folder, no output is an input, no two inputs share an output name.
-    fn plan_folder(&self) -> Result<FolderPlan> {
+    fn plan_folder(&self) -> Result<Plan> {
         let (files, broken) = scan_images(&self.input)?;
         if self.output.exists() && !self.output.is_dir() {
             bail!(
