@@ -89,7 +89,7 @@ impl Bench {
         for preset in self.preset.split(',') {
             for threads in self.threads.split(',') {
                 for method in self.methods.split(',') {
-                    let mut daa = Command::new(daa_bin);
+                    let mut daa = Command::new(&daa_bin);
                     daa.args(["-j", threads]);
                     if self.cuda {
                         daa.args(["--device", "cuda:0"]);

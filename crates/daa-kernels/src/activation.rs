@@ -7,8 +7,7 @@
 
 use crate::conv::contiguous_slice;
 use candle_core::{
-    backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape,
-    Tensor,
+    backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor,
 };
 use rayon::prelude::*;
 
@@ -71,7 +70,10 @@ impl CustomOp1 for LeakyRelu {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &LeakyReluBwd(self.0))?))
+        Ok(Some(x.apply_op2_no_bwd(
+            &dy.contiguous()?,
+            &LeakyReluBwd(self.0),
+        )?))
     }
 }
 
