@@ -66,10 +66,9 @@ pub fn avg_pool2(xs: &Tensor) -> Result<Tensor> {
     xs.avg_pool2d(2)
 }
 
-/// LeakyReLU with negative slope `slope`.
+/// LeakyReLU with negative slope `slope` (`max(x, slope * x)`; one fused op on the CPU).
 pub fn leaky_relu(xs: &Tensor, slope: f64) -> Result<Tensor> {
-    // max(x, slope * x) for 0 < slope < 1.
-    xs.maximum(&(xs * slope)?)
+    daa_kernels::leaky_relu(xs, slope)
 }
 
 /// Channel-wise LayerNorm of NCHW input (NAFNet's `LayerNorm2d`), built from plain ops so it

@@ -169,5 +169,36 @@ fn swap_condition(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv, group_norm, swap_condition);
+fn leaky_relu(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let x = Var::from_tensor(
+        &Tensor::randn(0f32, 1., (8, 16, 48, 48), &dev).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut g = c.benchmark_group("cpu_leaky_relu_f32_8x16x48x48");
+    g.sample_size(20);
+    g.bench_function("daa_fwd_bwd", |bn| {
+        bn.iter_custom(|n| {
+            time(n, || {
+                daa_kernels::leaky_relu(x.as_tensor(), 0.2)?
+                    .sum_all()?
+                    .backward()
+                    .map(|_| ())
+            })
+        })
+    });
+    g.bench_function("reference_fwd_bwd", |bn| {
+        bn.iter_custom(|n| {
+            time(n, || {
+                daa_kernels::leaky_relu_reference(x.as_tensor(), 0.2)?
+                    .sum_all()?
+                    .backward()
+                    .map(|_| ())
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conv, group_norm, swap_condition, leaky_relu);
 criterion_main!(benches);

@@ -21,11 +21,13 @@
 //! ```
 #![warn(missing_docs)]
 
+mod activation;
 mod conv;
 mod cpu_conv;
 mod group_norm;
 mod slots;
 
+pub use activation::{leaky_relu, leaky_relu_reference};
 pub use conv::{
     col2im, conv2d, conv2d_bias, conv2d_chunked, im2col, Conv2d, Conv2dGeometry, CONV_SCRATCH_BYTES,
 };
