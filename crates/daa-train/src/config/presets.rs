@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use daa_backbones::{BackboneConfig, DnCnnConfig, NafNetConfig, UNetConfig};
+use daa_backbones::{
+    BackboneConfig, DnCnnConfig, NafNetConfig, RestormerConfig, UNetConfig, UformerConfig,
+};
 use daa_degrade::{Degradation, SmallImagePolicy};
 use daa_diffusion::CondUNetConfig;
 
@@ -43,7 +45,7 @@ impl Scale {
 type BackboneFn = fn() -> BackboneConfig;
 
 /// The one registry of restoration networks: name, scale, configuration.
-const BACKBONES: [(&str, Scale, BackboneFn); 9] = [
+const BACKBONES: [(&str, Scale, BackboneFn); 15] = [
     ("unet", Scale::Tiny, || {
         BackboneConfig::UNet(UNetConfig::tiny())
     }),
@@ -71,6 +73,24 @@ const BACKBONES: [(&str, Scale, BackboneFn); 9] = [
     // NAFNet's paper configuration is its deblurring one (width 32, GoPro).
     ("nafnet", Scale::Paper, || {
         BackboneConfig::NafNet(NafNetConfig::deblur())
+    }),
+    ("restormer", Scale::Tiny, || {
+        BackboneConfig::Restormer(RestormerConfig::tiny())
+    }),
+    ("restormer", Scale::Cpu, || {
+        BackboneConfig::Restormer(RestormerConfig::cpu())
+    }),
+    ("restormer", Scale::Paper, || {
+        BackboneConfig::Restormer(RestormerConfig::paper())
+    }),
+    ("uformer", Scale::Tiny, || {
+        BackboneConfig::Uformer(UformerConfig::tiny())
+    }),
+    ("uformer", Scale::Cpu, || {
+        BackboneConfig::Uformer(UformerConfig::cpu())
+    }),
+    ("uformer", Scale::Paper, || {
+        BackboneConfig::Uformer(UformerConfig::paper())
     }),
 ];
 
@@ -381,6 +401,35 @@ mod tests {
         assert_eq!(TrainConfig::smoke().scale(), Some(Scale::Tiny));
         assert_eq!(TrainConfig::denoise_paper().scale(), Some(Scale::Paper));
         assert!(arch("unet-huge").is_err() && arch("resnet-cpu").is_err());
+        Ok(())
+    }
+
+    /// Every backbone of the registry at every scale, Restormer and Uformer included; each
+    /// configuration survives the JSON of a checkpoint's `daa.backbone` metadata.
+    #[test]
+    fn transformers_are_registered_and_their_metadata_round_trips() -> Result<()> {
+        for name in ["unet", "dncnn", "nafnet", "restormer", "uformer"] {
+            assert!(backbone_names().contains(&name), "{name}");
+            for scale in Scale::ALL {
+                let spec = format!("{name}-{}", scale.name());
+                let cfg = arch(&spec)?;
+                assert_eq!(cfg, backbone(name, scale)?, "{spec}");
+                assert_eq!(cfg.name(), name, "{spec}");
+                let json = serde_json::to_string(&cfg).map_err(|e| Error::Config(e.to_string()))?;
+                let back: BackboneConfig =
+                    serde_json::from_str(&json).map_err(|e| Error::Config(e.to_string()))?;
+                assert_eq!(back, cfg, "{spec}");
+            }
+        }
+        assert_eq!(
+            arch("restormer-cpu")?,
+            BackboneConfig::Restormer(RestormerConfig::cpu())
+        );
+        assert_eq!(
+            arch("uformer-tiny")?,
+            BackboneConfig::Uformer(UformerConfig::tiny())
+        );
+        assert_ne!(arch("uformer-tiny")?, arch("uformer-cpu")?);
         Ok(())
     }
 }
