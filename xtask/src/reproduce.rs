@@ -117,7 +117,7 @@ impl Reproduce {
                     continue;
                 }
                 let dir = root.join(format!("seed-{seed}")).join(name);
-                let ckpt = dir.join(format!("restorer-{steps}.safetensors"));
+                let ckpt = dir.join(restorer_checkpoint(steps));
                 if ckpt.exists() {
                     eprintln!("{name} (seed {seed}): reusing {dir:?}");
                 } else {
@@ -348,18 +348,34 @@ impl Reproduce {
     }
 }
 
+/// The file name of a run's restorer checkpoint at `step`. xtask runs `daa` as a subprocess and
+/// links no daa crate, so this mirrors `daa_train::CheckpointKind::Restorer` (run_dir.rs).
+fn restorer_checkpoint(step: usize) -> String {
+    format!("restorer-{step}.safetensors")
+}
+
+/// The step of a restorer checkpoint's file name (`restorer-{step}.safetensors`), `None` for any
+/// other file (`restorer-best`, `restorer-ema-{step}`, temporary files).
+fn restorer_checkpoint_step(name: &str) -> Option<usize> {
+    let step = name
+        .strip_prefix("restorer-")?
+        .strip_suffix(".safetensors")?;
+    if step.is_empty() || !step.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    step.parse().ok()
+}
+
 /// The highest-step `restorer-N.safetensors` of a run folder.
 fn newest_restorer(dir: &Path) -> Option<PathBuf> {
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter_map(|p| {
-            let n = p
-                .file_name()?
-                .to_str()?
-                .strip_prefix("restorer-")?
-                .strip_suffix(".safetensors")?;
-            Some((n.parse::<usize>().ok()?, p.clone()))
+            Some((
+                restorer_checkpoint_step(p.file_name()?.to_str()?)?,
+                p.clone(),
+            ))
         })
         .max()
         .map(|(_, p)| p)
@@ -460,4 +476,27 @@ fn held_out_grid(root: &Path, rows: &[Row]) -> Result<String> {
         "\n`grid.png`: centre 128 x 128 crops of the held-out photos degraded like the target \
          domain (seed {seed}).\n"
     ))
+}
+
+#[cfg(test)]
+mod checkpoint_name_tests {
+    use super::*;
+
+    #[test]
+    fn restorer_checkpoint_names_round_trip_and_others_are_not_checkpoints() {
+        for step in [0, 6, 13_430] {
+            assert_eq!(
+                restorer_checkpoint_step(&restorer_checkpoint(step)),
+                Some(step)
+            );
+        }
+        for name in [
+            "restorer-best.safetensors",
+            "restorer-ema-4.safetensors",
+            "restorer-+4.safetensors",
+            "diffusion-4.safetensors",
+        ] {
+            assert_eq!(restorer_checkpoint_step(name), None, "{name}");
+        }
+    }
 }

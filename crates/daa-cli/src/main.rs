@@ -69,6 +69,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A closed stderr must not make logging print (and so panic): see cmd::note.
+        .log_internal_errors(false)
         .init();
     let result = cmd::parse_device(&cli.device).and_then(|device| match cli.cmd {
         Cmd::Train(a) => a.run(&device),
@@ -81,10 +83,10 @@ fn main() {
     });
     if let Err(e) = result {
         if let Some(daa_train::Error::Interrupted { .. }) = e.downcast_ref::<daa_train::Error>() {
-            eprintln!("{e}");
+            cmd::note(&e);
             std::process::exit(130);
         }
-        eprintln!("error: {}", one_line(&format!("{e:#}")));
+        cmd::note(format!("error: {}", one_line(&format!("{e:#}"))));
         std::process::exit(1);
     }
 }

@@ -190,3 +190,76 @@ fn ctrl_c_saves_a_checkpoint_and_exits() {
     );
     assert_eq!(saved_step(&run), step + 2);
 }
+
+/// Waits until a run in `run` trains (its target inputs are written first), then a little more.
+fn wait_for_training(run: &Path) {
+    let t0 = Instant::now();
+    while !run.join("target_train/input/sail_0.png").exists()
+        && t0.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+#[test]
+fn sigterm_saves_a_checkpoint_like_ctrl_c() {
+    // SLURM, Docker and systemd stop a job with SIGTERM.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = dir.path().join("run");
+    let child = daa()
+        .args([
+            "train",
+            "--preset",
+            "smoke",
+            "--steps",
+            "400",
+            "--checkpoint-every",
+            "0",
+            "--run-dir",
+            p(&run),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for_training(&run);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let step = saved_step(&run);
+    assert!(step > 0 && step < 400, "saved step {step}");
+    assert!(run.join(format!("restorer-{step}.safetensors")).exists());
+}
+
+#[test]
+fn a_closed_output_pipe_never_kills_training() {
+    // `daa train ... 2>&1 | head -0`: both streams go to a pipe nobody reads any more.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = dir.path().join("run");
+    let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
+    drop(reader);
+    let status = daa()
+        .args([
+            "train",
+            "--preset",
+            "smoke",
+            "--steps",
+            "4",
+            "--run-dir",
+            p(&run),
+        ])
+        .stdout(writer.try_clone().unwrap_or_else(|e| panic!("{e}")))
+        .stderr(writer)
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{status:?}");
+    assert_eq!(saved_step(&run), 4);
+    assert!(run.join("restorer-4.safetensors").exists());
+    assert!(run.join("eval.json").exists());
+}

@@ -97,26 +97,38 @@ pub fn train_until(
     trainer.finish()
 }
 
-/// Creates the run folder and writes `config.json`. With `resume`, checks that the saved
-/// config matches `cfg` (other than `steps`) and returns the saved state; without, refuses a
-/// folder that already holds a run.
+/// Creates the run folder and writes `config.json`. Refuses, with what is there: a new run
+/// over a folder that holds a run or checkpoints; `resume` of a folder without a run, or with
+/// checkpoints but no `train_state.json` (the step to continue from is unknown), or of a run
+/// already at `cfg.steps` or beyond; `resume` with a config that differs (other than `steps`).
+/// Returns the saved state when resuming.
 fn prepare_run_dir(run: &RunDir, cfg: &TrainConfig, resume: bool) -> Result<Option<TrainState>> {
     let saved = run.read_state()?;
-    if saved.is_some() && !resume {
-        return Err(Error::RunDir {
-            path: run.root().to_path_buf(),
-            reason: "already holds a run; pass --resume to continue it or choose another folder"
-                .into(),
-        });
+    let steps = run.checkpoint_steps()?;
+    let refuse = |reason: String| Error::RunDir {
+        path: run.root().to_path_buf(),
+        reason,
+    };
+    let listed = || {
+        let names: Vec<String> = steps.iter().map(|s| format!("restorer-{s}")).collect();
+        names.join(", ")
+    };
+    match (&saved, resume) {
+        (Some(s), false) => return Err(refuse(format!("already holds a run (at step {}); pass --resume to continue it or choose another folder", s.step))),
+        (None, false) if !steps.is_empty() => return Err(refuse(format!("holds checkpoints ({}) of an earlier run; choose another folder", listed()))),
+        (None, true) if !steps.is_empty() => return Err(refuse(format!("holds checkpoints ({}) but no train_state.json, so the step to continue from is unknown; nothing was changed", listed()))),
+        (None, true) => return Err(refuse("holds no run to resume (no train_state.json); start a new run without --resume".into())),
+        (Some(s), true) if s.step >= cfg.steps => return Err(refuse(format!("the run is already at step {}; nothing to do for --steps {} (give more steps to continue it)", s.step, cfg.steps))),
+        _ => {}
     }
     run.create()?;
     if saved.is_some() {
         let old = run.read_config()?;
-        let same = TrainConfig {
+        if (TrainConfig {
             steps: cfg.steps,
             ..old
-        } == *cfg;
-        if !same {
+        }) != *cfg
+        {
             return Err(Error::Config("the run's saved config.json differs from this config (other than steps); resume with the same settings".into()));
         }
     }

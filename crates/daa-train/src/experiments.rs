@@ -42,6 +42,48 @@ pub struct ConditionNoiseResult {
     pub eval_loss: f64,
 }
 
+/// One sigma's model and what its batches need.
+struct Level<'a> {
+    cfg: &'a ConditionNoiseConfig,
+    net: CondUNet,
+    schedule: &'a NoiseSchedule,
+    awgn: Degradation,
+    device: &'a Device,
+}
+
+impl Level<'_> {
+    /// The loss of one batch drawn from `folder` with stream `salt`, item `i`.
+    fn batch_loss(&self, folder: &UnpairedFolder, salt: u64, i: u64) -> Result<Tensor> {
+        let (cfg, device) = (self.cfg, self.device);
+        let mut rng = sample_rng(cfg.seed ^ salt, i, 0);
+        let mut clean = Vec::new();
+        let mut cond = Vec::new();
+        for k in 0..cfg.batch_size {
+            let idx = rng.random_range(0..folder.len());
+            let y = folder.patch(
+                idx,
+                cfg.patch_size,
+                &mut sample_rng(cfg.seed ^ salt, i, k as u64 + 1),
+            )?;
+            cond.push(self.awgn.apply(&y, &mut rng)?);
+            clean.push(y);
+        }
+        let y0 = to_diffusion_space(&collate(&clean)?.to_device(device)?)?;
+        let c = to_diffusion_space(&collate(&cond)?.to_device(device)?)?;
+        let gammas: Vec<f32> = (0..cfg.batch_size)
+            .map(|_| self.schedule.sample_gamma(1, 999, &mut rng).1 as f32)
+            .collect();
+        let gamma = Tensor::from_vec(gammas, cfg.batch_size, device)?;
+        let eps = gaussian_like(&y0, &mut rng)?;
+        let y_noisy = q_sample(&y0, &gamma, &eps)?;
+        // No dropout (the config sets it to 0).
+        let pred = self
+            .net
+            .forward_t(&Tensor::cat(&[&y_noisy, &c], 1)?, &gamma, None)?;
+        Ok((eps - pred)?.sqr()?.mean_all()?)
+    }
+}
+
 /// Trains a small conditional noise predictor `D(cat[y_noisy, c], gamma)` whose condition `c`
 /// is the clean target plus AWGN of level sigma, one model per sigma, same seed and data, and
 /// reports its noise-prediction loss. The paper's Fig. 1a: the loss rises with sigma, i.e. a
@@ -62,15 +104,18 @@ pub fn condition_noise(
     };
     let mut out = Vec::new();
     for &sigma in &cfg.sigmas {
-        let awgn = Degradation::Awgn(AwgnParams {
-            sigma_min: sigma,
-            sigma_max: sigma,
-        });
         let varmap = VarMap::new();
-        let net = CondUNet::new(
-            crate::seeded_var_builder(&varmap, cfg.seed, DType::F32, device),
-            &unet_cfg,
-        )?;
+        let vb = crate::seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
+        let level = Level {
+            cfg,
+            net: CondUNet::new(vb, &unet_cfg)?,
+            schedule: &schedule,
+            awgn: Degradation::Awgn(AwgnParams {
+                sigma_min: sigma,
+                sigma_max: sigma,
+            }),
+            device,
+        };
         let vars = varmap
             .data()
             .lock()
@@ -83,46 +128,20 @@ pub fn condition_noise(
                 ..OptimConfig::paper_denoise()
             },
         )?;
-        // The loss of one batch drawn from `folder` with stream `salt`, item `i`.
-        let batch_loss = |folder: &UnpairedFolder, salt: u64, i: u64| -> Result<Tensor> {
-            let mut rng = sample_rng(cfg.seed ^ salt, i, 0);
-            let mut clean = Vec::new();
-            let mut cond = Vec::new();
-            for k in 0..cfg.batch_size {
-                let idx = rng.random_range(0..folder.len());
-                let y = folder.patch(
-                    idx,
-                    cfg.patch_size,
-                    &mut sample_rng(cfg.seed ^ salt, i, k as u64 + 1),
-                )?;
-                cond.push(awgn.apply(&y, &mut rng)?);
-                clean.push(y);
-            }
-            let y0 = to_diffusion_space(&collate(&clean)?.to_device(device)?)?;
-            let c = to_diffusion_space(&collate(&cond)?.to_device(device)?)?;
-            let gammas: Vec<f32> = (0..cfg.batch_size)
-                .map(|_| schedule.sample_gamma(1, 999, &mut rng).1 as f32)
-                .collect();
-            let gamma = Tensor::from_vec(gammas, cfg.batch_size, device)?;
-            let eps = gaussian_like(&y0, &mut rng)?;
-            let y_noisy = q_sample(&y0, &gamma, &eps)?;
-            // No dropout (the config sets it to 0).
-            let pred = net.forward_t(&Tensor::cat(&[&y_noisy, &c], 1)?, &gamma, None)?;
-            Ok((eps - pred)?.sqr()?.mean_all()?)
-        };
         let mut tail = Vec::new();
         for step in 0..cfg.steps {
-            let loss = batch_loss(&train, 1, step as u64)?;
+            let loss = level.batch_loss(&train, 1, step as u64)?;
             if step >= cfg.steps - cfg.steps / 4 {
                 tail.push(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?);
             }
             opt.step(&loss.backward()?)?;
             on_step(sigma, step + 1);
         }
-        let mut eval = 0.0;
         let n_eval = 16;
+        let mut eval = 0.0;
         for i in 0..n_eval {
-            eval += batch_loss(&test, 2, i)?
+            eval += level
+                .batch_loss(&test, 2, i)?
                 .to_dtype(DType::F64)?
                 .to_scalar::<f64>()?;
         }

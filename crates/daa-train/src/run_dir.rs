@@ -161,7 +161,8 @@ impl RunDir {
         std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))
     }
 
-    /// The steps of the periodic checkpoints present (`restorer-{step}` files), ascending.
+    /// The steps of the periodic checkpoints present (`restorer-{step}` files; a folder of
+    /// that name is not one), ascending.
     pub fn checkpoint_steps(&self) -> Result<Vec<usize>> {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Ok(Vec::new());
@@ -169,6 +170,9 @@ impl RunDir {
         let mut steps = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&self.root, e))?;
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
             let name = entry.file_name();
             if let Some((CheckpointKind::Restorer, step)) =
                 CheckpointKind::parse(&name.to_string_lossy())

@@ -434,3 +434,43 @@ fn deblur_and_derain_presets_train_end_to_end() {
         assert!(losses(dir.path()).iter().all(|l| l.is_finite()), "{preset}");
     }
 }
+
+fn train_err(cfg: &TrainConfig, dir: &Path, resume: bool) -> String {
+    match train(cfg, dir, &Device::Cpu, resume, &mut |_| {}) {
+        Ok(_) => panic!("training in {dir:?} (resume {resume}) should have been refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_run_folder_is_never_clobbered_and_resume_needs_a_run() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run_dir = dir.path().join("run");
+    // --resume on a missing or an empty folder: nothing to resume.
+    let err = train_err(&smoke(2), &run_dir, true);
+    assert!(err.contains("no run to resume"), "{err}");
+    std::fs::create_dir_all(&run_dir).unwrap_or_else(|e| panic!("{e}"));
+    let err = train_err(&smoke(2), &run_dir, true);
+    assert!(err.contains("no run to resume"), "{err}");
+    run(&smoke(4), &run_dir, false);
+    let ckpt = run_dir.join("restorer-4.safetensors");
+    let before = weights(&ckpt);
+    // A new run over it: refused, saying what is there.
+    let err = train_err(&smoke(4), &run_dir, false);
+    assert!(err.contains("already holds a run (at step 4)"), "{err}");
+    // --resume with no more steps than done: nothing to do.
+    let err = train_err(&smoke(4), &run_dir, true);
+    assert!(err.contains("nothing to do"), "{err}");
+    let err = train_err(&smoke(3), &run_dir, true);
+    assert!(err.contains("already at step 4"), "{err}");
+    // Checkpoints without train_state.json: neither resumed from step 0 nor overwritten.
+    std::fs::remove_file(run_dir.join("train_state.json")).unwrap_or_else(|e| panic!("{e}"));
+    let err = train_err(&smoke(6), &run_dir, true);
+    assert!(
+        err.contains("restorer-2, restorer-4") && err.contains("no train_state.json"),
+        "{err}"
+    );
+    let err = train_err(&smoke(4), &run_dir, false);
+    assert!(err.contains("holds checkpoints"), "{err}");
+    assert_eq!(weights(&ckpt), before, "the checkpoint is untouched");
+}

@@ -44,8 +44,21 @@ pub fn arch(name: &str) -> Result<daa_backbones::BackboneConfig> {
 /// terminal, as in CI or a pipe), where indicatif would drop it.
 pub fn say(bar: &indicatif::ProgressBar, msg: String) {
     if bar.is_hidden() {
-        eprintln!("{msg}");
+        note(msg);
     } else {
         bar.println(msg);
     }
+}
+
+/// Writes a line to stderr. A closed stream (`daa train 2>&1 | head -1`) loses the line and
+/// nothing else: logging must never stop a command (eprintln! would panic).
+pub fn note(msg: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
+}
+
+/// Writes a line to stdout; like [`note`], a closed stream is not an error.
+pub fn out(msg: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{msg}");
 }

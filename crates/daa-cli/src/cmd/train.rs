@@ -186,13 +186,13 @@ impl Args {
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        eprintln!(
+        super::note(format!(
             "training {} with {} ({} preset) for {} steps in {run_dir:?}",
             cfg.backbone.name(),
             cfg.method,
             cfg.preset,
             cfg.steps
-        );
+        ));
         let mut on_event = |e: &Event| match e {
             Event::Started {
                 start_step,
@@ -215,10 +215,10 @@ impl Args {
                 {
                     let all: Vec<String> =
                         losses.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-                    eprintln!(
+                    super::note(format!(
                         "step {step}/{total_steps}: {} ({seconds_per_step:.2} s/step)",
                         all.join(", ")
-                    );
+                    ));
                 }
                 let parts: Vec<String> = losses
                     .iter()
@@ -252,35 +252,31 @@ impl Args {
             Event::Checkpoint { .. } => {}
             Event::Warning { message } => super::say(&bar, format!("warning: {message}")),
         };
-        // Ctrl-C sets the flag; the engine checkpoints the current step and stops.
+        // Ctrl-C and SIGTERM set the flag; the engine checkpoints the current step and stops.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
-            .context("installing the Ctrl-C handler")?;
+            .context("installing the Ctrl-C / SIGTERM handler")?;
         let summary =
             daa_train::train_until(&cfg, &run_dir, device, self.resume, &stop, &mut on_event);
         bar.finish_and_clear();
         let summary = summary?;
         let r = &summary.final_eval;
-        #[allow(clippy::print_stdout)]
-        {
-            println!(
-                "\nHeld-out evaluation after {} steps ({} images):\n",
-                summary.steps,
-                r.images.len()
-            );
-            println!("{}", r.to_markdown());
-            let gain = r.mean_restored.psnr - r.mean_input.psnr;
-            println!(
-                "restored {:.2} dB / {:.4} vs input {:.2} dB / {:.4} ({gain:+.2} dB)",
-                r.mean_restored.psnr, r.mean_restored.ssim, r.mean_input.psnr, r.mean_input.ssim
-            );
-            println!(
-                "run folder: {}  (checkpoint: {})",
-                summary.run_dir.display(),
-                summary.checkpoint.display()
-            );
-        }
+        let gain = r.mean_restored.psnr - r.mean_input.psnr;
+        // Written without panicking: a closed stdout (`daa train | head -1`) loses these lines,
+        // never the run, which is saved by now.
+        super::out(format!(
+            "\nHeld-out evaluation after {} steps ({} images):\n\n{}\nrestored {:.2} dB / {:.4} vs input {:.2} dB / {:.4} ({gain:+.2} dB)\nrun folder: {}  (checkpoint: {})",
+            summary.steps,
+            r.images.len(),
+            r.to_markdown(),
+            r.mean_restored.psnr,
+            r.mean_restored.ssim,
+            r.mean_input.psnr,
+            r.mean_input.ssim,
+            summary.run_dir.display(),
+            summary.checkpoint.display()
+        ));
         Ok(())
     }
 }
