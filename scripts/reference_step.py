@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The project's own PyTorch version of one Denoising-as-Adaptation training step, for parity.
 
-Written from METHOD.md section 2 (the step), 3 (the schedule) and 9 (the lambda ramp), as
+Written from docs/method.md section 2 (the step, its value range and lambda ramp) and 3 (the schedule), as
 `scripts/reference_nets.py` is for the networks (whose modules it reuses). Running it writes the
 step-parity fixtures that `crates/daa-train/tests/step_parity.rs` replays:
 
@@ -24,7 +24,7 @@ settings are in the file's metadata ("settings", JSON).
 
 Value ranges: the images are stored in [0, 1]. A "unit" scenario runs restorer, Charbonnier loss
 and diffusion on them as they are; a "signed" one maps every image to [-1, 1] first (2 x - 1), as
-the reference does for deraining and deblurring (METHOD.md section 5).
+the reference does for deraining and deblurring (docs/method.md section 2, "Value range").
 
 Lambda: the reference ramps over epochs counted from 1, `p = min(epoch / 300, 1)`, constant
 within an epoch. In samples seen before the step, s: `p = min((floor(s / q) + 1) * q / R, 1)`
@@ -55,12 +55,12 @@ RAMP_SAMPLES, RAMP_QUANTUM = 6, 2
 
 
 def alpha_bars():
-    """METHOD.md section 3: beta = linspace(1e-6, 1e-2, 1000) in f64, abar = cumprod(1 - beta)."""
+    """docs/method.md section 3: beta = linspace(1e-6, 1e-2, 1000) in f64, abar = cumprod(1 - beta)."""
     return np.cumprod(1.0 - np.linspace(1e-6, 1e-2, 1000, dtype=np.float64))
 
 
 def lambda_at(samples_seen):
-    """METHOD.md section 9 in samples, counted like the reference's epochs (from 1)."""
+    """docs/method.md section 2 (lambda ramp) in samples, counted like the reference's epochs (from 1)."""
     p = min((samples_seen // RAMP_QUANTUM + 1) * RAMP_QUANTUM / RAMP_SAMPLES, 1.0)
     return LAMBDA_MAX * (2.0 / (1.0 + math.exp(-5.0 * p)) - 1.0)
 
@@ -169,7 +169,7 @@ def settings(name):
 
 
 def draw(s, gen, shape):
-    """One step's draws (METHOD.md section 2, items 1, 2, 4, 5)."""
+    """One step's draws (docs/method.md section 2, items 1, 2, 4, 5)."""
     abar = alpha_bars()
     t = torch.randint(s["t_min"], s["t_max"] + 1, (B,), generator=gen)
     u = torch.rand(B, generator=gen, dtype=torch.float64).numpy()
@@ -189,7 +189,7 @@ def swap(a, b, mask):
 
 
 def step_losses(s, restorer, diffusion, batch, d, lam):
-    """METHOD.md section 2, items 3-7, in the scenario's value range."""
+    """docs/method.md section 2, items 3-7, in the scenario's value range."""
     to_range = (lambda x: x) if s["range"] == "unit" else (lambda x: 2 * x - 1)
     x_s, y_s = to_range(batch["source_input"]), to_range(batch["source_target"])
     r_s = restorer(x_s)

@@ -69,7 +69,7 @@ impl AdaptationConfig {
 }
 
 /// The value range a restoration pipeline works in, end to end: restorer, restoration loss and
-/// diffusion network alike (METHOD.md section 5, "range"). The reference trains denoising in
+/// diffusion network alike (docs/method.md section 2, "Value range"). The reference trains denoising in
 /// `[0, 1]` and deraining and deblurring in `[-1, 1]`. Images at an API boundary (files,
 /// metrics) are `[0, 1]`; [`ValueRange::from_unit`] and [`ValueRange::to_unit`] are the only
 /// conversions.
@@ -125,7 +125,7 @@ pub struct AdaptationInputs<'a> {
     pub target_residual: &'a Tensor,
 }
 
-/// Everything random in one evaluation of the loss except dropout (METHOD.md section 2, items
+/// Everything random in one evaluation of the loss except dropout (docs/method.md section 2, items
 /// 1, 2, 4 and 5). [`AdaptationLoss::draw`] samples them; a test may build them by hand to
 /// replay another implementation's draws.
 #[derive(Debug, Clone)]
@@ -365,7 +365,7 @@ fn ramp_curve(p: f64, lambda_max: f64) -> f64 {
 }
 
 /// The paper's lambda ramp with progress counted in training samples seen, so that it means
-/// the same at any batch size (METHOD.md section 2, item 9):
+/// the same at any batch size (docs/method.md section 2, "Lambda ramp in samples seen"):
 /// `lambda = lambda_max * (2 / (1 + exp(-5 p)) - 1)`.
 ///
 /// The reference sets `p = min(epoch / 300, 1)` with epochs counted from 1 and `p` constant

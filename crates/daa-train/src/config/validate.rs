@@ -216,4 +216,36 @@ mod tests {
         assert!(cfg.validate().is_err(), "t_max 999 needs 1000 steps");
         Ok(())
     }
+
+    /// The ramp is counted in samples: its values at chosen steps follow the samples seen,
+    /// whatever the batch; old configs' `ramp_steps` read as steps at their batch size.
+    #[test]
+    fn lambda_ramp_counts_samples_and_reads_old_ramp_steps() -> Result<()> {
+        let paper = TrainConfig::denoise_paper();
+        let r = paper.lambda_ramp();
+        assert_eq!((r.ramp_samples, r.quantum_samples), (19_650_000, 65_500));
+        // Epoch 1 (samples 0..65,500): 0.2 tanh(5 / 600), the reference's first-epoch lambda.
+        let first = 0.2 * (5.0f64 / 600.0).tanh();
+        for step in [0, 1, 2_728] {
+            assert!((r.at(step * 24) - first).abs() < 1e-15, "step {step}");
+        }
+        // Step 2,730 at batch 24 has seen 65,520 samples: epoch 2.
+        assert!((r.at(2_730 * 24) - 0.2 * (10.0f64 / 600.0).tanh()).abs() < 1e-15);
+        // Full weight from epoch 300 on: 0.2 (2 / (1 + e^-5) - 1) = 0.19732286.
+        assert!((r.at(299 * 65_500) - 0.197_322_86).abs() < 1e-7);
+        // The smoke preset: 4 samples (2 steps at batch 2), continuous from 0.
+        let smoke = TrainConfig::smoke();
+        assert_eq!(smoke.lambda_ramp().at(0), 0.0);
+        assert_eq!(smoke.lambda_ramp().progress(2), 0.5);
+        // A config written with `ramp_steps` (before samples) keeps its schedule.
+        let mut v = serde_json::to_value(&smoke).map_err(|e| Error::Config(e.to_string()))?;
+        if let Some(a) = v["adaptation"].as_object_mut() {
+            a.remove("ramp_samples");
+            a.remove("ramp_quantum_samples");
+            a.insert("ramp_steps".into(), 2.into());
+        }
+        let old = TrainConfig::from_json(&v.to_string())?;
+        assert_eq!(old.lambda_ramp(), smoke.lambda_ramp());
+        Ok(())
+    }
 }
