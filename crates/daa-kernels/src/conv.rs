@@ -224,7 +224,8 @@ pub fn col2im(cols: &Tensor, g: Conv2dGeometry) -> Result<Tensor> {
 
 /// 2-D convolution `(B, C, H, W) * (O, C, k, k) -> (B, O, OH, OW)`, zero padding, one group,
 /// no bias, differentiable in both arguments. CPU: im2col + one gemm (forward and backward);
-/// other devices: candle's `conv2d`.
+/// CPU bf16/f16: the same in f32, rounded once. CUDA with the `cudnn` feature: cuDNN forward,
+/// backward-data and backward-filter; otherwise candle's `conv2d`.
 pub fn conv2d(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     let (b, c, h, wd) = xs.dims4()?;
     let (o, ci, kh, kw) = w.dims4()?;
@@ -234,6 +235,17 @@ pub fn conv2d(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<
             xs.shape(),
             w.shape()
         );
+    }
+    #[cfg(feature = "cudnn")]
+    if xs.device().is_cuda() {
+        if let Some(ys) = crate::conv_cudnn::conv2d(xs, w, padding, stride)? {
+            return Ok(ys);
+        }
+    }
+    if xs.device().is_cpu() && matches!(xs.dtype(), DType::BF16 | DType::F16) {
+        // 16-bit floats on the CPU: f32 arithmetic, one rounding (as tensor cores do).
+        let (x32, w32) = (xs.to_dtype(DType::F32)?, w.to_dtype(DType::F32)?);
+        return conv2d(&x32, &w32, padding, stride)?.to_dtype(xs.dtype());
     }
     if !xs.device().is_cpu() || !matches!(xs.dtype(), DType::F32 | DType::F64) {
         return xs.conv2d(w, padding, stride, 1, 1);
