@@ -83,12 +83,13 @@ else
 fi
 
 echo "== 3. one whole DA step, CPU vs $DEV (smoke preset, seed 0, strict f32)"
-for d in cpu "$DEV"; do
-  name=${d%%:*}
+for name in cpu dev; do
+  d=cpu
+  [ $name = dev ] && d=$DEV
   DAA_CUDNN_TF32=0 "$DAA" --device "$d" train --preset smoke --steps 4 --seed 0 \
     --run-dir "$OUT/step-$name" > "$OUT/step-$name.log" 2>&1 || fail "smoke training on $d; log: $OUT/step-$name.log"
 done
-python3 - "$OUT/step-cpu/metrics.jsonl" "$OUT/step-${DEV%%:*}/metrics.jsonl" <<'EOF' || fail "DA step: CPU and GPU losses differ"
+python3 - "$OUT/step-cpu/metrics.jsonl" "$OUT/step-dev/metrics.jsonl" <<'EOF' || fail "DA step: CPU and GPU losses differ"
 import json, math, sys
 rows = [[json.loads(l) for l in open(p) if '"loss_total"' in l] for p in sys.argv[1:]]
 assert rows[0] and len(rows[0]) == len(rows[1]), f"logged steps differ: {len(rows[0])} vs {len(rows[1])}"
