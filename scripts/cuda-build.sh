@@ -12,6 +12,7 @@
 #   bash scripts/cuda-build.sh                       # toolkit into ~/.cache/daa-cuda13, build, pack
 #   bash scripts/cuda-build.sh --setup-only          # only install the toolkit wheels
 #   CUDA_COMPUTE_CAP=80 bash scripts/cuda-build.sh   # another GPU generation (A100: 80)
+#   VARIANTS=cudnn bash scripts/cuda-build.sh        # only the cudnn build of daa
 #
 # The toolkit comes from NVIDIA's PyPI wheels pinned to 13.0 (newer nvcc emits PTX that driver
 # 580 cannot load), cuDNN from the nvidia-cudnn-cu13 wheel (headers and the library to link
@@ -63,7 +64,8 @@ export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda}
 
 rm -rf gpu && mkdir -p gpu/tests
-for features in cuda cudnn; do
+# VARIANTS="cudnn" skips the cuda-only binary (it only serves comparisons with candle's conv).
+for features in ${VARIANTS:-cuda cudnn}; do
   echo "== building daa with --features $features for sm_$CUDA_COMPUTE_CAP"
   cargo build --release -p daa-cli --features "$features"
   name=daa; [ "$features" = cuda ] && name=daa-cuda
@@ -80,7 +82,7 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(m["executable"])')
 for t in $TESTS; do strip -o "gpu/tests/$(basename "$t" | sed 's/-[0-9a-f]*$//')" "$t"; done
-xz -T0 -6 gpu/daa gpu/daa-cuda gpu/tests/*
+xz -T0 -6 gpu/daa* gpu/tests/*
 cp scripts/gpu-run.sh scripts/gpu-check.sh scripts/bench_torch.py scripts/reference_nets.py gpu/
 ls -l gpu gpu/tests
 size=$(du -sb gpu | cut -f1)

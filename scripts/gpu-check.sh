@@ -16,7 +16,7 @@
 #      R on one 1024x1024 image; the same for scripts/bench_torch.py; one table with ratios
 #   5. 300 steps of `denoise-paper` training: the loss must fall, no step may be non-finite
 #
-# Environment: DAA (the daa binary; default gpu/daa, the cudnn build), STEPS (training steps,
+# Environment: PARTS (which of parts 2-5 to run, default 2345), DAA (the daa binary; default gpu/daa, the cudnn build), STEPS (training steps,
 # default 300), BENCH_STEPS (timed steps per benchmark, default 10), OUT (results folder, default
 # gpu-check-<time>). bf16 rows need `daa bench --precision`; the inference row uses
 # `daa bench --infer` when it exists, else times `daa restore` (which includes PNG I/O).
@@ -30,6 +30,8 @@ OUT=$(cd "$OUT" && pwd)
 status=0
 fail() { echo "FAIL: $*"; status=1; }
 t_start=$(date +%s)
+PARTS=${PARTS:-2345}
+want() { [[ $PARTS == *$1* ]]; }
 
 if [ $DRY = 1 ]; then
   DAA=${DAA:-target/release/daa}
@@ -66,6 +68,7 @@ else
   echo "torch: not installed (the PyTorch columns stay empty)"
 fi
 
+if want 2; then
 echo "== 2. CUDA vs CPU: every custom op, values and gradients"
 if [ $DRY = 1 ]; then
   echo "(dry run: the CUDA test binary needs a GPU; skipped)"
@@ -81,15 +84,21 @@ else
     fi
   done
 fi
+fi
 
+if want 3; then
 echo "== 3. one whole DA step, CPU vs $DEV (smoke preset, seed 0, strict f32)"
-for name in cpu dev; do
-  d=cpu
-  [ $name = dev ] && d=$DEV
-  DAA_CUDNN_TF32=0 "$DAA" --device "$d" train --preset smoke --steps 4 --seed 0 \
-    --run-dir "$OUT/step-$name" > "$OUT/step-$name.log" 2>&1 || fail "smoke training on $d; log: $OUT/step-$name.log"
-done
-python3 - "$OUT/step-cpu/metrics.jsonl" "$OUT/step-dev/metrics.jsonl" <<'EOF' || fail "DA step: CPU and GPU losses differ"
+# The cudnn build (DAA) and, when packed, the cuda-only build (candle's conv kernels).
+STEP_BINS=("$DAA")
+[ $DRY = 0 ] && [ -x gpu/daa-cuda ] && STEP_BINS+=(gpu/daa-cuda)
+DAA_CUDNN_TF32=0 "$DAA" --device cpu train --preset smoke --steps 4 --seed 0 \
+  --run-dir "$OUT/step-cpu" > "$OUT/step-cpu.log" 2>&1 || fail "smoke training on the CPU; log: $OUT/step-cpu.log"
+for bin in "${STEP_BINS[@]}"; do
+  name=dev-$(basename "$bin")
+  DAA_CUDNN_TF32=0 "$bin" --device "$DEV" train --preset smoke --steps 4 --seed 0 \
+    --run-dir "$OUT/step-$name" > "$OUT/step-$name.log" 2>&1 || fail "smoke training with $bin on $DEV; log: $OUT/step-$name.log"
+  echo "-- $bin"
+  python3 - "$OUT/step-cpu/metrics.jsonl" "$OUT/step-$name/metrics.jsonl" <<'EOF' || fail "DA step ($bin): CPU and GPU losses differ"
 import json, math, sys
 rows = [[json.loads(l) for l in open(p) if '"loss_total"' in l] for p in sys.argv[1:]]
 assert rows[0] and len(rows[0]) == len(rows[1]), f"logged steps differ: {len(rows[0])} vs {len(rows[1])}"
@@ -103,7 +112,10 @@ for a, b in zip(*rows):
 print(f"{len(rows[0])} steps, every loss part: worst relative difference {worst:.2e} (limit 1e-3)")
 assert worst <= 1e-3
 EOF
+done
+fi
 
+if want 4; then
 echo "== 4. speed and memory ($PRESET networks on $DEV)"
 # Peak device memory of one command: nvidia-smi sampled every 100 ms (the whole process,
 # allocator pools included, the same way for daa and PyTorch).
@@ -191,7 +203,9 @@ if [ $HAVE_TORCH = 1 ]; then
   peak_run "$OUT/bench-torch-tf32-infer.log" python3 "$TORCH_BENCH" --device "$PYDEV" --preset "$PRESET" \
     --methods "" --infer "$INFER" --precision tf32 --steps "$BENCH_STEPS" --warmup "$WARMUP" || fail "bench_torch infer"
 fi
+fi
 
+if want 5; then
 echo "== 5. $STEPS steps of $TRAIN_PRESET training on $DEV (loss must fall, no non-finite step)"
 "$DAA" train --preset "$TRAIN_PRESET" --print-config > "$OUT/train-config.json" 2> "$OUT/train-config.log" || fail "print-config"
 python3 - "$OUT/train-config.json" "$STEPS" "$TRAIN_PATCH" "$TRAIN_BATCH" <<'EOF' || fail "editing the training config"
@@ -223,6 +237,7 @@ print(f"loss_rec: mean of the first {k} steps {first:.4f}, of the last {k} {last
 assert not bad and skipped == 0, f"non-finite steps {bad[:5]}, skipped {skipped}"
 assert last < first, "the loss did not fall"
 EOF
+fi
 
 echo "== table"
 python3 - "$OUT" <<'EOF'
