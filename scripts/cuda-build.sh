@@ -64,13 +64,6 @@ export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda}
 
 rm -rf gpu && mkdir -p gpu/tests
-# VARIANTS="cudnn" skips the cuda-only binary (it only serves comparisons with candle's conv).
-for features in ${VARIANTS:-cuda cudnn}; do
-  echo "== building daa with --features $features for sm_$CUDA_COMPUTE_CAP"
-  cargo build --release -p daa-cli --features "$features"
-  name=daa; [ "$features" = cuda ] && name=daa-cuda
-  strip -o "gpu/$name" "$CARGO_TARGET_DIR/release/daa"
-done
 # The CUDA-vs-CPU tests (the GPU machine has no Rust toolchain). Only the cuda test binary:
 # every other test is a CPU test that `cargo test` runs here.
 echo "== building the CUDA test binary of daa-kernels (--features cudnn)"
@@ -82,6 +75,13 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(m["executable"])')
 for t in $TESTS; do strip -o "gpu/tests/$(basename "$t" | sed 's/-[0-9a-f]*$//')" "$t"; done
+# VARIANTS="cudnn" skips the cuda-only binary (it only serves comparisons with candle's conv).
+for features in ${VARIANTS:-cudnn cuda}; do
+  echo "== building daa with --features $features for sm_$CUDA_COMPUTE_CAP"
+  cargo build --release -p daa-cli --features "$features"
+  name=daa; [ "$features" = cuda ] && name=daa-cuda
+  strip -o "gpu/$name" "$CARGO_TARGET_DIR/release/daa"
+done
 xz -T0 -6 gpu/daa* gpu/tests/*
 cp scripts/gpu-run.sh scripts/gpu-check.sh scripts/bench_torch.py scripts/reference_nets.py gpu/
 ls -l gpu gpu/tests
