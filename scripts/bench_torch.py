@@ -130,7 +130,7 @@ def main():
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    methods = a.methods.split(",") + (["infer"] if a.infer else [])
+    methods = [m for m in a.methods.split(",") if m] + (["infer"] if a.infer else [])
     for method in methods:
         if a.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
