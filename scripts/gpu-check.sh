@@ -18,7 +18,8 @@
 #
 # Environment: PARTS (which of parts 2-5 to run, default 2345), DAA (the daa binary; default gpu/daa, the cudnn build), STEPS (training steps,
 # default 300), BENCH_STEPS (timed steps per benchmark, default 10), OUT (results folder, default
-# gpu-check-<time>). bf16 rows need `daa bench --precision`; the inference row uses
+# gpu-check-<time>; checkpoints and images are deleted at the end unless KEEP_CHECKPOINTS=1).
+# bf16 rows need `daa bench --precision`; the inference row uses
 # `daa bench --infer` when it exists, else times `daa restore` (which includes PNG I/O).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -268,6 +269,10 @@ for method in ("da", "vanilla", "infer"):
         fmt = lambda v: "-" if v is None else f"{v}"
         print(f"| {method} {names[prec]} | {fmt(d and d[0])} | {fmt(t and t[0])} | {ratio} | {fmt(d and d[1])} | {fmt(t and t[1])} / {fmt(t and t[2])} |")
 EOF
+# Keep the logs, metrics and configs; drop checkpoints and images (hundreds of MB at paper size).
+if [ "${KEEP_CHECKPOINTS:-0}" != 1 ]; then
+  find "$OUT" \( -name '*.safetensors' -o -name '*.png' \) -delete 2>/dev/null
+fi
 echo "== done in $(( $(date +%s) - t_start )) s; results in $OUT"
 [ $status = 0 ] && echo "ALL PASSED" || echo "SOME PARTS FAILED"
 exit $status
