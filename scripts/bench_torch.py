@@ -67,7 +67,38 @@ def da_loss(R, D, x_s, y_s, x_r, ab):
     return rec + 0.2 * (d_pos + hinge) / 2
 
 
-def bench(method, preset, steps, warmup, device, channels_last, fused):
+def set_precision(precision, device):
+    """tf32: PyTorch's defaults on a GPU (TF32 convs, f32 matmuls); f32: strict fp32; bf16:
+    autocast to bfloat16 (weights and Adam in f32)."""
+    if device != "cpu":
+        torch.backends.cudnn.allow_tf32 = precision != "f32"
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(dev_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def infer(preset, size, steps, warmup, device, precision):
+    """Median milliseconds of R alone on one size x size image (no gradients)."""
+    rk = PRESETS[preset][0]
+    torch.manual_seed(0)
+    R = UNet(**rk).to(device).eval()
+    x = torch.rand(1, 3, size, size, device=device)
+    ctx = set_precision(precision, device)
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + steps):
+            t0 = time.perf_counter()
+            with ctx:
+                y = x + R(x)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def bench(method, preset, steps, warmup, device, channels_last, fused, precision="tf32"):
     """Median ms of a step, its FLOPs (forward + backward, counted once before timing)."""
     rk, dk, b, p = PRESETS[preset]
     torch.manual_seed(0)
@@ -83,13 +114,15 @@ def bench(method, preset, steps, warmup, device, channels_last, fused):
                            **({"fused": True} if fused else {}))
     x_s, y_s, x_r = (torch.rand(b, 3, p, p, device=device).contiguous(memory_format=fmt) for _ in range(3))
     ab = abar().to(device)
+    ctx = set_precision(precision, device)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        if method == "vanilla":
-            loss = torch.sqrt((x_s + R(x_s) - y_s) ** 2 + 1e-6).mean()
-        else:
-            loss = da_loss(R, D, x_s, y_s, x_r, ab)
+        with ctx:
+            if method == "vanilla":
+                loss = torch.sqrt((x_s + R(x_s) - y_s) ** 2 + 1e-6).mean()
+            else:
+                loss = da_loss(R, D, x_s, y_s, x_r, ab)
         loss.backward()
         return loss
 
@@ -119,19 +152,31 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-channels-last", action="store_true", help="NCHW activations (slower on CPU)")
     ap.add_argument("--no-fused-adam", action="store_true", help="torch's default for-loop Adam")
+    ap.add_argument("--precision", default="tf32", choices=["tf32", "f32", "bf16"],
+                    help="GPU math: tf32 (PyTorch's defaults), f32 (strict), bf16 (autocast)")
+    ap.add_argument("--infer", type=int, default=0, metavar="SIZE",
+                    help="also time R alone on one SIZE x SIZE image (method 'infer')")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    for method in a.methods.split(","):
-        ms, flops = bench(method, a.preset, a.steps, a.warmup, a.device, not a.no_channels_last,
-                          not a.no_fused_adam)
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "preset": a.preset, "method": method, "median_ms": round(ms, 2),
-                          "gflop": round(flops / 1e9, 3), "gflops": round(flops / 1e6 / ms, 1),
-                          "peak_rss_mb": round(peak_mb, 1), "channels_last": not a.no_channels_last,
-                          "fused_adam": not a.no_fused_adam}), flush=True)
-
+    methods = [m for m in a.methods.split(",") if m] + (["infer"] if a.infer else [])
+    for method in methods:
+        if a.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        line = {"impl": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
+                "preset": a.preset, "method": method, "precision": a.precision}
+        if method == "infer":
+            line["median_ms"] = round(infer(a.preset, a.infer, a.steps, a.warmup, a.device, a.precision), 2)
+        else:
+            ms, flops = bench(method, a.preset, a.steps, a.warmup, a.device, not a.no_channels_last,
+                              not a.no_fused_adam, a.precision)
+            line.update({"median_ms": round(ms, 2), "gflop": round(flops / 1e9, 3),
+                         "gflops": round(flops / 1e6 / ms, 1), "channels_last": not a.no_channels_last,
+                         "fused_adam": not a.no_fused_adam})
+        line["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        if a.device.startswith("cuda"):
+            line["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        print(json.dumps(line), flush=True)
 
 if __name__ == "__main__":
     main()

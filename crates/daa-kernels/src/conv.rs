@@ -230,7 +230,8 @@ pub fn col2im(cols: &Tensor, g: Conv2dGeometry) -> Result<Tensor> {
 /// no bias, differentiable in both arguments. CPU (f32/f64): one custom op whose forward,
 /// input gradient and weight gradient are each gemm calls on im2col chunks of at most
 /// [`CONV_SCRATCH_BYTES`] per thread, so scratch memory stays bounded whatever the image size;
-/// other devices: candle's `conv2d`.
+/// CPU bf16/f16: the same in f32, rounded once. CUDA with the `cudnn` feature: cuDNN forward,
+/// backward-data and backward-filter; other devices: candle's `conv2d`.
 pub fn conv2d(xs: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     conv2d_chunked(xs, w, padding, stride, 0)
 }
@@ -312,6 +313,17 @@ pub fn conv2d_chunked(
                 xs.shape(),
                 w.shape()
             );
+        }
+        #[cfg(feature = "cudnn")]
+        if xs.device().is_cuda() {
+            if let Some(ys) = crate::conv_cudnn::conv2d(xs, w, padding, stride)? {
+                return Ok(ys);
+            }
+        }
+        if xs.device().is_cpu() && matches!(xs.dtype(), DType::BF16 | DType::F16) {
+            // 16-bit floats on the CPU: f32 arithmetic, one rounding (as tensor cores do).
+            let (x32, w32) = (xs.to_dtype(DType::F32)?, w.to_dtype(DType::F32)?);
+            return conv2d_chunked(&x32, &w32, padding, stride, chunk)?.to_dtype(xs.dtype());
         }
         return xs.conv2d(w, padding, stride, 1, 1);
     }

@@ -153,6 +153,19 @@ impl CustomOp3 for GroupNormOp {
         Ok((out, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::group_norm_cuda::forward(self.groups, self.eps, [s1, s2, s3], [l1, l2, l3])
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -161,6 +174,10 @@ impl CustomOp3 for GroupNormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return crate::group_norm_cuda::backward(x, gamma, grad, self.groups, self.eps);
+        }
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
         let (groups, eps) = (self.groups, self.eps);
@@ -227,7 +244,8 @@ impl CustomOp3 for GroupNormOp {
 }
 
 /// GroupNorm over `(B, C, ...)` with per-channel affine `gamma`, `beta: (C,)`, differentiable
-/// in all three. CPU f32/f64: one fused op ([`group_norm_reference`] is its definition);
+/// in all three. CPU f32/f64 and CUDA f32/f64/bf16: one fused op ([`group_norm_reference`]
+/// is its definition), with f32 statistics for bf16; CPU bf16/f16: the f32 op, rounded once;
 /// other devices and dtypes: the reference.
 pub fn group_norm(
     xs: &Tensor,
@@ -250,7 +268,16 @@ pub fn group_norm(
             beta.shape()
         );
     }
-    if !xs.device().is_cpu() || !matches!(xs.dtype(), DType::F32 | DType::F64) {
+    if xs.device().is_cpu() && matches!(xs.dtype(), DType::BF16 | DType::F16) {
+        // 16-bit floats on the CPU: f32 statistics and arithmetic, one rounding.
+        let f32s = (
+            xs.to_dtype(DType::F32)?,
+            gamma.to_dtype(DType::F32)?,
+            beta.to_dtype(DType::F32)?,
+        );
+        return group_norm(&f32s.0, &f32s.1, &f32s.2, groups, eps)?.to_dtype(xs.dtype());
+    }
+    if !crate::fused_op_supported(xs.device(), xs.dtype()) {
         return group_norm_reference(xs, gamma, beta, groups, eps);
     }
     xs.contiguous()?.apply_op3(

@@ -7,8 +7,11 @@
 //! [`col2im`]) and one matrix product, so forward, input gradient and weight gradient are all
 //! single large gemm calls.
 //!
-//! Place in the crate graph: the leaf, on `candle-core` only. On CUDA devices [`conv2d`] falls
-//! back to candle's conv2d for now.
+//! Place in the crate graph: the leaf, on `candle-core` only. On CUDA (the `cuda` feature)
+//! [`group_norm`] and [`swap_condition`] run kernels of their own (`kernels/*.cu`, compiled to
+//! PTX by build.rs), in f32, f64 and bf16; with the `cudnn` feature [`conv2d`] runs cuDNN's
+//! forward, backward-data and backward-filter (see [`conv_tf32`], [`conv_benchmark`]), and
+//! without it candle's conv2d. docs/cuda.md says which op runs in which type.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -23,14 +26,37 @@
 
 mod activation;
 mod conv;
+#[cfg(feature = "cudnn")]
+mod conv_cudnn;
+mod conv_settings;
 mod cpu_conv;
 mod group_norm;
+#[cfg(feature = "cuda")]
+mod group_norm_cuda;
+#[cfg(feature = "cuda")]
+mod ptx;
 mod slots;
+#[cfg(feature = "cuda")]
+mod slots_cuda;
 
 pub use activation::{leaky_relu, leaky_relu_reference};
 pub use conv::{
     col2im, conv2d, conv2d_bias, conv2d_chunked, im2col, Conv2d, Conv2dGeometry, CONV_SCRATCH_BYTES,
 };
 pub use cpu_conv::conv_chunk_len;
+pub use conv_settings::{conv_benchmark, conv_tf32, set_conv_benchmark, set_conv_tf32};
 pub use group_norm::{group_norm, group_norm_reference};
 pub use slots::{swap_condition, swap_condition_reference};
+
+/// Whether the fused ops ([`group_norm`], [`swap_condition`]) have a kernel of their own for
+/// this device and dtype: CPU f32/f64, and CUDA f32/f64/bf16 with the `cuda` feature. Elsewhere
+/// they run their candle-op references.
+pub(crate) fn fused_op_supported(device: &candle_core::Device, dtype: candle_core::DType) -> bool {
+    use candle_core::DType;
+    match device {
+        candle_core::Device::Cpu => matches!(dtype, DType::F32 | DType::F64),
+        #[cfg(feature = "cuda")]
+        candle_core::Device::Cuda(_) => matches!(dtype, DType::F32 | DType::F64 | DType::BF16),
+        _ => false,
+    }
+}

@@ -6,7 +6,7 @@
 //! one copy forward and one copy backward (the backward of a slot swap is the same swap).
 
 use crate::conv::contiguous_slice;
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
 /// The reference from candle ops: per sample `i`, `cat[y[i], b[i], a[i]]` where `swap[i]`,
 /// else `cat[y[i], a[i], b[i]]`. Differentiable on every device.
@@ -43,11 +43,12 @@ fn check(y: &Tensor, a: &Tensor, b: &Tensor, swap: &[bool]) -> Result<()> {
 }
 
 /// `cat[y, A, B]` on channels, `(A, B) = (b, a)` for samples with `swap[i]`, else `(a, b)`.
-/// `y: (N, Cy, H, W)`, `a, b: (N, C, H, W)`; gradients reach all three inputs. CPU f32/f64 run
-/// one fused copy; other devices and dtypes use [`swap_condition_reference`].
+/// `y: (N, Cy, H, W)`, `a, b: (N, C, H, W)`; gradients reach all three inputs. CPU f32/f64 and
+/// CUDA f32/f64/bf16 run one fused copy; other devices and dtypes use
+/// [`swap_condition_reference`].
 pub fn swap_condition(y: &Tensor, a: &Tensor, b: &Tensor, swap: &[bool]) -> Result<Tensor> {
     check(y, a, b, swap)?;
-    if !a.device().is_cpu() || !matches!(a.dtype(), DType::F32 | DType::F64) {
+    if !crate::fused_op_supported(a.device(), a.dtype()) {
         return swap_condition_reference(y, a, b, swap);
     }
     y.contiguous()?.apply_op3(
@@ -119,6 +120,28 @@ impl CustomOp3 for SwapCat {
         Ok((out, Shape::from((n, cy + 2 * c, h, w))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, cy, h, w) = l1.shape().dims4()?;
+        let (_, c, _, _) = l2.shape().dims4()?;
+        let out = crate::slots_cuda::forward(
+            [s1, s2, s3],
+            [l1, l2, l3],
+            &self.swap,
+            cy * h * w,
+            c * h * w,
+        )?;
+        Ok((out, Shape::from((n, cy + 2 * c, h, w))))
+    }
+
     fn bwd(
         &self,
         y: &Tensor,
@@ -181,6 +204,17 @@ impl CustomOp1 for SwapHalves {
             }
             _ => candle_core::bail!("swap_condition: f32 or f64 gradient expected"),
         };
+        Ok((out, l.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (_, c2, h, w) = l.shape().dims4()?;
+        let out = crate::slots_cuda::halves(s, l, &self.swap, c2 / 2 * h * w)?;
         Ok((out, l.shape().clone()))
     }
 
