@@ -30,6 +30,8 @@ pub struct Overrides {
     pub eval_every: Option<usize>,
     /// The training method.
     pub method: Option<Method>,
+    /// The value range the networks train in.
+    pub range: Option<daa_diffusion::ValueRange>,
     /// Target-domain inputs: a folder of real degraded images.
     pub real_dir: Option<PathBuf>,
     /// Final weight of the noise loss.
@@ -103,6 +105,7 @@ impl Overrides {
         set(&mut cfg.ema_decay, &self.ema_decay);
         set(&mut cfg.eval.every, &self.eval_every);
         set(&mut cfg.method, &self.method);
+        set(&mut cfg.range, &self.range);
     }
 
     fn apply_adaptation(&self, cfg: &mut TrainConfig) -> Result<()> {
