@@ -2,7 +2,7 @@
 """Convert an authors' Noise-DA PyTorch checkpoint (.pth) to safetensors files daa loads.
 
     pip install torch safetensors
-    python3 scripts/convert_official.py model.pth --out-dir converted/
+    python3 scripts/convert_official.py model.pth --range unit --out-dir converted/
     daa restore -i noisy.png -o restored.png --checkpoint converted/restorer.safetensors
 
 The .pth holds a state_dict (possibly under a "state_dict", "params" or "model" key) whose
@@ -10,7 +10,9 @@ restorer tensors start with `RestorationNet.` and diffusion tensors with `denois
 (a leading `module.` from DataParallel is dropped too). The prefixes are stripped; the names
 that remain are the official ones daa's networks use. `restorer.safetensors` gets daa's
 metadata (`daa.format`, `daa.backbone`: the paper's U-Net unless --backbone-json says
-otherwise) so `daa restore` needs nothing else; `diffusion.safetensors` gets `daa.diffusion`.
+otherwise; `daa.range`: the value range the model was trained in, which the .pth does not
+record: `unit` for the authors' denoising models, `signed` for deraining and deblurring) so
+`daa restore` needs nothing else; `diffusion.safetensors` gets `daa.diffusion`.
 Rust never reads pickle: only this script does, with torch.load(weights_only=True).
 """
 import argparse
@@ -52,6 +54,9 @@ def main():
                    help="daa BackboneConfig of the restorer as JSON (default: the paper's U-Net)")
     p.add_argument("--diffusion-json", default=json.dumps(PAPER_COND_UNET),
                    help="daa CondUNetConfig of the diffusion network as JSON (default: the paper's)")
+    p.add_argument("--range", required=True, choices=["unit", "signed"],
+                   help="the range the model works in: unit ([0, 1], the authors' denoising) or "
+                        "signed ([-1, 1], their deraining and deblurring)")
     args = p.parse_args()
     sd = state_dict_of(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
     restorer, diffusion = split(sd)
@@ -61,7 +66,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     save_file(restorer, str(out / "restorer.safetensors"),
               metadata={"daa.format": "daa-restorer-v1", "daa.backbone": json.dumps(json.loads(args.backbone_json)),
-                        "daa.source": Path(args.checkpoint).name})
+                        "daa.range": args.range, "daa.source": Path(args.checkpoint).name})
     print(f"restorer: {len(restorer)} tensors, {sum(t.numel() for t in restorer.values())} parameters")
     if diffusion:
         save_file(diffusion, str(out / "diffusion.safetensors"),

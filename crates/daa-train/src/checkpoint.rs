@@ -4,6 +4,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use daa_backbones::{Backbone, BackboneConfig};
+use daa_diffusion::ValueRange;
 
 use crate::{Error, Result};
 
@@ -58,9 +59,18 @@ pub(crate) fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>>
         .collect())
 }
 
+/// The metadata key of the value range a restorer was trained in (`unit` or `signed`).
+pub const RANGE_KEY: &str = "daa.range";
+
 /// Saves a restorer's weights with its configuration in the file's metadata
-/// (`daa.format`, `daa.backbone` as JSON), so `daa restore` needs nothing else.
-pub fn save_restorer(path: &Path, varmap: &VarMap, cfg: &BackboneConfig) -> Result<()> {
+/// (`daa.format`, `daa.backbone` as JSON, `daa.range`: the value range it was trained in), so
+/// `daa restore` needs nothing else.
+pub fn save_restorer(
+    path: &Path,
+    varmap: &VarMap,
+    cfg: &BackboneConfig,
+    range: ValueRange,
+) -> Result<()> {
     let json = serde_json::to_string(cfg).map_err(|e| Error::Json {
         path: path.to_path_buf(),
         source: e,
@@ -68,8 +78,32 @@ pub fn save_restorer(path: &Path, varmap: &VarMap, cfg: &BackboneConfig) -> Resu
     let meta = HashMap::from([
         ("daa.format".to_string(), RESTORER_FORMAT.to_string()),
         ("daa.backbone".to_string(), json),
+        (RANGE_KEY.to_string(), range_name(range).to_string()),
     ]);
     save_tensors(path, &varmap_tensors(varmap)?, meta)
+}
+
+fn range_name(range: ValueRange) -> &'static str {
+    match range {
+        ValueRange::Unit => "unit",
+        ValueRange::Signed => "signed",
+    }
+}
+
+/// The value range the restorer in `path` was trained in, from its `daa.range` metadata: the
+/// range its input is mapped into and its output mapped back from. A checkpoint without it
+/// (written before the range was a setting, or converted from another tool) is `unit`; any
+/// other value is an error naming it.
+pub fn restorer_range(path: &Path) -> Result<ValueRange> {
+    let meta = read_metadata(path)?;
+    match meta.get(RANGE_KEY).map(String::as_str) {
+        None | Some("unit") => Ok(ValueRange::Unit),
+        Some("signed") => Ok(ValueRange::Signed),
+        Some(other) => Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("unknown {RANGE_KEY} metadata {other:?} (known: unit, signed)"),
+        }),
+    }
 }
 
 /// Reads the safetensors metadata of `path`.

@@ -196,6 +196,7 @@ impl Trainer<'_> {
         let cfg = self.cfg;
         let report = evaluate(
             self.models.eval_net(),
+            cfg.range,
             self.eval_data.as_ref(),
             &cfg.eval.metric,
             cfg.eval.seed,

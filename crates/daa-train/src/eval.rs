@@ -3,6 +3,7 @@ use std::path::Path;
 use candle_core::Device;
 use daa_backbones::Backbone;
 use daa_degrade::{sample_rng, save_image, PairSource};
+use daa_diffusion::ValueRange;
 
 use crate::metrics::{psnr, ssim, Mean, MetricConfig};
 use crate::{restore_image, Result, TileConfig};
@@ -73,9 +74,12 @@ impl EvalReport {
 /// Image `i`'s degradation (for synthetic data) uses `sample_rng(seed, 0, i)`, so every method
 /// evaluated with the same seed sees the same inputs. With `save_dir`, the restored images
 /// are written there as PNG, the degraded inputs and ground truths into its `input/` and
-/// `gt/` subfolders under the same names.
+/// `gt/` subfolders under the same names. `range` is the value range `net` works in
+/// ([`restore_image`]); images and metrics stay in `[0, 1]`.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     net: &Backbone,
+    range: ValueRange,
     data: &dyn PairSource,
     metric: &MetricConfig,
     seed: u64,
@@ -93,7 +97,7 @@ pub fn evaluate(
     for i in 0..data.len() {
         let mut rng = sample_rng(seed, 0, i as u64);
         let (input, target, name) = data.full(i, &mut rng)?;
-        let restored = restore_image(net, &input, device, tiles)?;
+        let restored = restore_image(net, &input, device, tiles, range)?;
         let input_s = Scores {
             psnr: psnr(&input, &target, metric)?,
             ssim: ssim(&input, &target, metric)?,

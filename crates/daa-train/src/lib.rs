@@ -39,12 +39,16 @@ mod run_dir;
 mod seeds;
 mod step;
 
-pub use checkpoint::{load_restorer, save_restorer, write_atomic, RESTORER_FORMAT};
+pub use checkpoint::{
+    load_restorer, restorer_range, save_restorer, write_atomic, RANGE_KEY, RESTORER_FORMAT,
+};
 pub use config::{
     arch, arch_names, backbone, backbone_names, AdaptationSettings, DataSpec, EvalConfig,
     LossSettings, Method, OptimConfig, Overrides, Scale, ScheduleConfig, TargetSpec, TrainConfig,
     PRESETS,
 };
+/// The value range a run trains in (`TrainConfig::range`), from `daa-diffusion`.
+pub use daa_diffusion::ValueRange;
 pub use data::{open_eval, open_pairs, OpenOptions, TrainData};
 pub use engine::{train, train_until, TrainSummary};
 pub use error::{Error, Result};

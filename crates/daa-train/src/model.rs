@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use daa_backbones::Backbone;
-use daa_diffusion::{AdaptationLoss, CondUNet, LambdaRamp};
+use daa_diffusion::{AdaptationLoss, CondUNet, LambdaRamp, ValueRange};
 
 use crate::seeds::{self, Salt};
 use crate::step::{step_losses, Adaptation, Batch, LossParts};
@@ -66,6 +66,7 @@ pub struct Models {
     charbonnier_eps: f64,
     ramp: LambdaRamp,
     batch_size: usize,
+    range: ValueRange,
 }
 
 /// The trained variables of `varmap`, named `{prefix}{name}`. BatchNorm's running statistics
@@ -171,7 +172,13 @@ impl Models {
             charbonnier_eps: cfg.charbonnier_eps,
             ramp: cfg.lambda_ramp(),
             batch_size: cfg.batch_size,
+            range: cfg.range,
         })
+    }
+
+    /// The value range the networks train in (`TrainConfig::range`).
+    pub fn range(&self) -> ValueRange {
+        self.range
     }
 
     /// The restorer that evaluation uses: the EMA when on, else the trained one.
@@ -184,7 +191,8 @@ impl Models {
         self.ema.as_ref().map_or(&self.restorer_vars, |e| &e.varmap)
     }
 
-    /// One training step on `batch`: the losses, one backward pass over their total, Adam,
+    /// One training step on `batch` (`[0, 1]`, as the data pipeline makes it; mapped into
+    /// the run's value range here): the losses, one backward pass over their total, Adam,
     /// the EMA. `step` is the number of steps done before this one (lambda's progress); the
     /// step's noise levels, noise, swap masks and dropout masks come from `seed` and `step`
     /// alone. A non-finite loss or gradient leaves every weight as it was.
@@ -196,8 +204,9 @@ impl Models {
             loss: &d.loss,
             ramp: self.ramp,
         });
+        let batch = batch.from_unit(self.range)?;
         let parts = step_losses(
-            batch,
+            &batch,
             &self.restorer,
             adaptation.as_ref(),
             self.charbonnier_eps,

@@ -16,6 +16,7 @@
 use candle_core::Device;
 use daa_backbones::{Backbone, BackboneConfig};
 use daa_degrade::Image;
+use daa_diffusion::ValueRange;
 
 use crate::{Error, Result};
 
@@ -147,20 +148,25 @@ fn weight(x: usize, (s, e): (usize, usize), len: usize, overlap: usize) -> f32 {
     w
 }
 
-/// Restores one image with `net` (`x + R(x)`, clamped to `[0, 1]`), in padded, blended tiles
-/// when it is larger than `tiles.tile` (see the module docs). Errors for a tile too small for
-/// the network.
+/// Restores one `[0, 1]` image with `net` (`x + R(x)`, clamped to `[0, 1]`), in padded,
+/// blended tiles when it is larger than `tiles.tile` (see the module docs). `range` is the
+/// value range `net` was trained in (`daa::restorer_range` reads it from a checkpoint): the
+/// image is mapped into it before the network and back to `[0, 1]` after. Errors for a tile too
+/// small for the network.
 pub fn restore_image(
     net: &Backbone,
     img: &Image,
     device: &Device,
     tiles: TileConfig,
+    range: ValueRange,
 ) -> Result<Image> {
     let tiles = tiles.resolve(net.size_multiple())?;
     let (w, h) = (img.width(), img.height());
     let run = |t: &Image| -> Result<Image> {
-        let xs = t.to_tensor()?.to_device(device)?;
-        let ys = net.restore(&xs, false)?.clamp(0f32, 1f32)?;
+        let xs = range.from_unit(&t.to_tensor()?.to_device(device)?)?;
+        let ys = range
+            .to_unit(&net.restore(&xs, false)?)?
+            .clamp(0f32, 1f32)?;
         Ok(Image::from_tensor(&ys.to_device(&Device::Cpu)?)?)
     };
     if tiles.tile == 0 || (w <= tiles.tile && h <= tiles.tile) {

@@ -250,7 +250,12 @@ impl RunDir {
 
     /// Saves `restorer-best` from `models`' evaluated restorer (the EMA when on).
     pub fn save_best(&self, models: &Models, cfg: &TrainConfig) -> Result<()> {
-        save_restorer(&self.best_path(), models.eval_vars(), &cfg.backbone)
+        save_restorer(
+            &self.best_path(),
+            models.eval_vars(),
+            &cfg.backbone,
+            cfg.range,
+        )
     }
 
     /// Writes the checkpoint of `state.step`: restorer, diffusion (adaptation), EMA, optimizer,
@@ -265,7 +270,7 @@ impl RunDir {
     ) -> Result<PathBuf> {
         let step = state.step;
         let path = self.checkpoint_path(CheckpointKind::Restorer, step);
-        save_restorer(&path, &models.restorer_vars, &cfg.backbone)?;
+        save_restorer(&path, &models.restorer_vars, &cfg.backbone, cfg.range)?;
         if let Some(d) = &models.diffusion {
             let diffusion_path = self.checkpoint_path(CheckpointKind::Diffusion, step);
             let json =
@@ -281,7 +286,7 @@ impl RunDir {
         }
         if let Some(ema) = &models.ema {
             let ema_path = self.checkpoint_path(CheckpointKind::RestorerEma, step);
-            save_restorer(&ema_path, &ema.varmap, &cfg.backbone)?;
+            save_restorer(&ema_path, &ema.varmap, &cfg.backbone, cfg.range)?;
         }
         let meta = HashMap::from([("daa.format".to_string(), "daa-optimizer-v1".to_string())]);
         save_tensors(

@@ -2,7 +2,9 @@
 
 use candle_core::{Result, Tensor};
 use daa_backbones::Backbone;
-use daa_diffusion::{AdaptationDraws, AdaptationInputs, AdaptationLoss, CondUNet, LambdaRamp};
+use daa_diffusion::{
+    AdaptationDraws, AdaptationInputs, AdaptationLoss, CondUNet, LambdaRamp, ValueRange,
+};
 
 use crate::charbonnier;
 
@@ -18,6 +20,20 @@ pub struct Batch {
     pub target_input: Option<Tensor>,
     /// Unpaired clean images (the Ex variant only).
     pub ex_clean: Option<Tensor>,
+}
+
+impl Batch {
+    /// The batch mapped from `[0, 1]` (as the data pipeline produces it) into `range`, the
+    /// range the restorer, the Charbonnier loss and the diffusion network train in.
+    pub fn from_unit(&self, range: ValueRange) -> Result<Self> {
+        let map = |t: &Option<Tensor>| t.as_ref().map(|t| range.from_unit(t)).transpose();
+        Ok(Self {
+            source_input: range.from_unit(&self.source_input)?,
+            source_target: range.from_unit(&self.source_target)?,
+            target_input: map(&self.target_input)?,
+            ex_clean: map(&self.ex_clean)?,
+        })
+    }
 }
 
 /// The loss of a step and its named parts (the names used in logs).

@@ -256,16 +256,17 @@ fn run(name: &str) -> Result<()> {
     )?;
 
     for k in 0..s.steps {
-        let b = |n: &str| -> Result<Tensor> {
-            s.range
-                .from_unit(get(&init, &format!("batch{}.{n}", k % 2))?)
-        };
+        // The fixture's batches are [0, 1] images; the training step maps them into the
+        // scenario's range with the function `Models::train_step` uses.
+        let b =
+            |n: &str| -> Result<Tensor> { Ok(get(&init, &format!("batch{}.{n}", k % 2))?.clone()) };
         let batch = Batch {
             source_input: b("source_input")?,
             source_target: b("source_target")?,
             target_input: adapt.then(|| b("target_input")).transpose()?,
             ex_clean: (s.method == "da_ex").then(|| b("ex_clean")).transpose()?,
-        };
+        }
+        .from_unit(s.range)?;
         let key = |n: &str| format!("step{k}.{n}");
         let mask = |n: &str| -> Result<Option<Vec<bool>>> {
             fx.get(&key(n))

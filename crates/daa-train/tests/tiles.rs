@@ -9,7 +9,9 @@ use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use daa_backbones::{BackboneConfig, UNetConfig};
 use daa_degrade::Image;
-use daa_train::{load_restorer, restore_image, seeded_var_builder, train, TileConfig, TrainConfig};
+use daa_train::{
+    load_restorer, restore_image, seeded_var_builder, train, TileConfig, TrainConfig, ValueRange,
+};
 
 /// A photo-like test image: smooth gradients, an edge, fine texture and pseudo-random noise.
 fn test_image(w: usize, h: usize) -> Image {
@@ -49,9 +51,16 @@ fn diff_8bit(a: &Image, b: &Image) -> (i32, usize) {
 /// Max difference in grey levels and the fraction of values off by more than one, of the
 /// tiled result against the untiled one.
 fn tiled_vs_whole(net: &daa_backbones::Backbone, img: &Image, tiles: TileConfig) -> (i32, f64) {
-    let whole = restore_image(net, img, &Device::Cpu, TileConfig { tile: 0, ..tiles })
+    let whole = restore_image(
+        net,
+        img,
+        &Device::Cpu,
+        TileConfig { tile: 0, ..tiles },
+        ValueRange::Unit,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tiled = restore_image(net, img, &Device::Cpu, tiles, ValueRange::Unit)
         .unwrap_or_else(|e| panic!("{e}"));
-    let tiled = restore_image(net, img, &Device::Cpu, tiles).unwrap_or_else(|e| panic!("{e}"));
     let (max, n_off) = diff_8bit(&whole, &tiled);
     let frac = n_off as f64 / img.data().len() as f64;
     eprintln!(

@@ -19,6 +19,11 @@ pub struct Args {
     /// Restorer checkpoint (.safetensors).
     #[arg(long)]
     checkpoint: PathBuf,
+    /// Value range the network works in: unit ([0, 1]) or signed ([-1, 1]; images are mapped
+    /// in and back). Default: the checkpoint's daa.range metadata, unit when it has none (e.g.
+    /// signed for a deraining or deblurring checkpoint converted from the reference release).
+    #[arg(long, value_parser = ["unit", "signed"])]
+    range: Option<String>,
     /// Aligned pairs: degraded inputs...
     #[arg(long, requires = "target_dir")]
     input_dir: Option<PathBuf>,
@@ -97,6 +102,7 @@ impl Args {
             device,
             self.arch.as_deref().map(arch).transpose()?.as_ref(),
         )?;
+        let range = super::restorer_range(&self.checkpoint, self.range.as_deref())?;
         let preset = TrainConfig::preset(&self.preset)?;
         let spec = match (&self.input_dir, &self.target_dir) {
             (Some(i), Some(t)) => DataSpec::Paired {
@@ -114,6 +120,7 @@ impl Args {
         };
         let report = evaluate(
             &net,
+            range,
             data.as_ref(),
             &metric,
             self.seed,

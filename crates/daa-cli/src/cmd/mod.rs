@@ -40,6 +40,21 @@ pub fn arch(name: &str) -> Result<daa_backbones::BackboneConfig> {
     Ok(daa_train::arch(name)?)
 }
 
+/// The value range a restorer works in: `--range` when given (`unit` or `signed`), else the
+/// checkpoint's `daa.range` metadata (`unit` when it has none, as older and converted
+/// checkpoints).
+pub fn restorer_range(
+    checkpoint: &std::path::Path,
+    flag: Option<&str>,
+) -> Result<daa_train::ValueRange> {
+    match flag {
+        None => Ok(daa_train::restorer_range(checkpoint)?),
+        Some("unit") => Ok(daa_train::ValueRange::Unit),
+        Some("signed") => Ok(daa_train::ValueRange::Signed),
+        Some(other) => bail!("unknown --range {other:?} (use unit or signed)"),
+    }
+}
+
 /// Prints a line above the progress bar, or to stderr when the bar is hidden (output is not a
 /// terminal, as in CI or a pipe), where indicatif would drop it.
 pub fn say(bar: &indicatif::ProgressBar, msg: String) {

@@ -25,6 +25,11 @@ pub struct Args {
     /// Restorer checkpoint (.safetensors) written by `daa train`.
     #[arg(long)]
     checkpoint: PathBuf,
+    /// Value range the network works in: unit ([0, 1]) or signed ([-1, 1]; images are mapped
+    /// in and back). Default: the checkpoint's daa.range metadata, unit when it has none (e.g.
+    /// signed for a deraining or deblurring checkpoint converted from the reference release).
+    #[arg(long, value_parser = ["unit", "signed"])]
+    range: Option<String>,
     /// Tile side for large images (0: never tile). Default: the largest that fits
     /// --max-memory. Rounded down to the network's size multiple.
     #[arg(long)]
@@ -215,6 +220,7 @@ impl Args {
             device,
             self.arch.as_deref().map(super::arch).transpose()?.as_ref(),
         )?;
+        let range = super::restorer_range(&self.checkpoint, self.range.as_deref())?;
         let tile = self
             .tile
             .unwrap_or_else(|| tile_for_budget(&cfg, self.max_memory, self.overlap, self.tile_pad));
@@ -241,11 +247,12 @@ impl Args {
             tile = tiles.tile,
             overlap = tiles.overlap,
             pad = tiles.pad,
+            ?range,
             "restore tiling"
         );
         let one = |src: &Path, dst: &Path| -> Result<()> {
             let (img, format) = load_image_keep(src)?;
-            let out = restore_image(&net, &img, device, tiles)?;
+            let out = restore_image(&net, &img, device, tiles, range)?;
             save_image_as(dst, &out, &format)?;
             Ok(())
         };

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use daa_train::{Event, Method, Overrides, TrainConfig, PRESETS};
+use daa_train::{Event, Method, Overrides, TrainConfig, ValueRange, PRESETS};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Flags of `daa train`. Settings come from `--preset` (default `denoise`) or `--config`,
@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(clap::Args)]
 pub struct Args {
     /// A named preset: denoise (DA on a CPU, embedded photos), denoise-vanilla (its supervised
-    /// baseline), denoise-paper (the paper's networks, GPU scale), smoke (tests).
+    /// baseline), deblur, derain (the other tasks on a CPU), denoise-paper, deblur-paper,
+    /// derain-paper (the paper's networks and settings, GPU scale), smoke (tests).
     #[arg(long, default_value = "denoise", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
     preset: String,
     /// A JSON config file (as written to a run's config.json) instead of a preset.
@@ -63,6 +64,10 @@ pub struct Args {
     /// Training method: vanilla (source pairs only), da (noise-space adaptation), da-ex.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Method::names()))]
     method: Option<String>,
+    /// Value range the networks train in: unit ([0, 1], the reference's for denoising) or
+    /// signed ([-1, 1], its for deraining and deblurring). Default: the preset's.
+    #[arg(long, value_parser = ["unit", "signed"])]
+    range: Option<String>,
     /// Target-domain ("real") training inputs: a folder of degraded images, no references.
     #[arg(long)]
     real_dir: Option<PathBuf>,
@@ -126,6 +131,12 @@ impl Args {
             ema_decay: self.ema,
             eval_every: self.eval_every,
             method: self.method.as_deref().map(str::parse).transpose()?,
+            range: match self.range.as_deref() {
+                None => None,
+                Some("signed") => Some(ValueRange::Signed),
+                Some("unit") => Some(ValueRange::Unit),
+                Some(other) => anyhow::bail!("unknown --range {other:?} (use unit or signed)"),
+            },
             real_dir: self.real_dir.clone(),
             lambda_max: self.lambda,
             ramp_steps: self.ramp_steps,

@@ -30,6 +30,8 @@ pub struct Overrides {
     pub eval_every: Option<usize>,
     /// The training method.
     pub method: Option<Method>,
+    /// The value range the networks train in.
+    pub range: Option<daa_diffusion::ValueRange>,
     /// Target-domain inputs: a folder of real degraded images.
     pub real_dir: Option<PathBuf>,
     /// Final weight of the noise loss.
@@ -103,6 +105,7 @@ impl Overrides {
         set(&mut cfg.ema_decay, &self.ema_decay);
         set(&mut cfg.eval.every, &self.eval_every);
         set(&mut cfg.method, &self.method);
+        set(&mut cfg.range, &self.range);
     }
 
     fn apply_adaptation(&self, cfg: &mut TrainConfig) -> Result<()> {
@@ -248,6 +251,65 @@ mod tests {
         };
         named.apply(&mut custom)?;
         assert_eq!(custom.backbone, backbone("unet", Scale::Cpu)?);
+        Ok(())
+    }
+
+    /// The paper presets pointed at `daa data prepare`'s folders, as docs/datasets.md runs
+    /// them: paired source and test data, a real-image target folder; the preset's range,
+    /// metric and ramp stay. `--range` sets the range.
+    #[test]
+    fn paper_presets_take_prepared_folders_and_keep_their_settings() -> Result<()> {
+        for name in ["deblur-paper", "derain-paper"] {
+            let preset = TrainConfig::preset(name)?;
+            let mut cfg = preset.clone();
+            let pair = |d: &str| {
+                (
+                    PathBuf::from(d).join("input"),
+                    PathBuf::from(d).join("target"),
+                )
+            };
+            Overrides {
+                train_pairs: Some(pair("train")),
+                real_dir: Some("real/input".into()),
+                test_pairs: Some(pair("test")),
+                ..Overrides::default()
+            }
+            .apply(&mut cfg)?;
+            assert_eq!(
+                cfg.train_data,
+                DataSpec::Paired {
+                    input_dir: "train/input".into(),
+                    target_dir: "train/target".into()
+                },
+                "{name}"
+            );
+            assert_eq!(
+                cfg.eval.data,
+                DataSpec::Paired {
+                    input_dir: "test/input".into(),
+                    target_dir: "test/target".into()
+                },
+                "{name}"
+            );
+            assert_eq!(
+                cfg.adaptation.target,
+                TargetSpec::Folder {
+                    dir: "real/input".into()
+                },
+                "{name}"
+            );
+            assert_eq!(
+                (cfg.range, cfg.eval.metric, cfg.lambda_ramp()),
+                (preset.range, preset.eval.metric, preset.lambda_ramp()),
+                "{name}"
+            );
+            Overrides {
+                range: Some(daa_diffusion::ValueRange::Unit),
+                ..Overrides::default()
+            }
+            .apply(&mut cfg)?;
+            assert_eq!(cfg.range, daa_diffusion::ValueRange::Unit, "{name}");
+        }
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use daa_backbones::BackboneConfig;
 use daa_degrade::{Degradation, SmallImagePolicy};
-use daa_diffusion::{AdaptationConfig, CondUNetConfig, NoiseSchedule, Variant};
+use daa_diffusion::{AdaptationConfig, CondUNetConfig, NoiseSchedule, ValueRange, Variant};
 
 use crate::metrics::MetricConfig;
 use crate::{Error, Result};
@@ -286,6 +286,11 @@ pub struct EvalConfig {
     pub every: usize,
 }
 
+/// The range of configs and checkpoints written before the range was a setting.
+pub(crate) fn unit_range() -> ValueRange {
+    ValueRange::Unit
+}
+
 /// Everything a training run depends on. Saved, resolved, as `config.json` in the run folder.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,6 +301,12 @@ pub struct TrainConfig {
     pub method: Method,
     /// The restoration network.
     pub backbone: BackboneConfig,
+    /// The value range the restorer, the Charbonnier loss and the diffusion network work in
+    /// (`unit`: `[0, 1]`, `signed`: `[-1, 1]`; docs/method.md section 2, "Value range"). Images
+    /// are `[0, 1]` when loaded, saved and measured; the range is stored with every restorer
+    /// checkpoint. Configs written before the setting existed read as `unit`.
+    #[serde(default = "unit_range")]
+    pub range: ValueRange,
     /// Noise-space adaptation (ignored by `vanilla`).
     pub adaptation: AdaptationSettings,
     /// Training pairs (the source domain).
