@@ -22,6 +22,7 @@
 mod checkpoint;
 mod checkpoint_check;
 mod config;
+mod dann;
 mod data;
 mod engine;
 mod error;
@@ -45,6 +46,7 @@ pub use config::{
     LossSettings, Method, OptimConfig, Overrides, Scale, ScheduleConfig, TargetSpec, TrainConfig,
     PRESETS,
 };
+pub use dann::{domain_loss, gradient_reversal, Dann, DannSettings, DomainClassifier};
 pub use data::{open_eval, open_pairs, OpenOptions, TrainData};
 pub use engine::{train, train_until, TrainSummary};
 pub use error::{Error, Result};
