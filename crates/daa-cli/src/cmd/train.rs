@@ -60,7 +60,8 @@ pub struct Args {
     /// ...and their clean targets, paired by file name.
     #[arg(long, requires = "test_input")]
     test_target: Option<PathBuf>,
-    /// Training method: vanilla (source pairs only), da (noise-space adaptation), da-ex.
+    /// Training method: vanilla (source pairs only), da (noise-space adaptation), da-ex, dann
+    /// (feature-space baseline: domain classifier with gradient reversal).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Method::names()))]
     method: Option<String>,
     /// Target-domain ("real") training inputs: a folder of degraded images, no references.
