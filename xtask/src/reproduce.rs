@@ -558,7 +558,9 @@ mod method_tests {
 
     #[test]
     fn dann_is_a_row_but_not_a_diffusion_run() {
-        assert!(METHODS.iter().any(|(n, f)| *n == "dann" && f.contains(&"dann")));
+        assert!(METHODS
+            .iter()
+            .any(|(n, f)| *n == "dann" && f.contains(&"dann")));
         for (name, _) in METHODS {
             let want = matches!(name, "da" | "da-no-shuffle" | "da-no-contrastive");
             assert_eq!(trains_diffusion(name), want, "{name}");

@@ -8,8 +8,8 @@ use candle_nn::VarMap;
 use daa_backbones::Backbone;
 use daa_diffusion::{AdaptationLoss, CondUNet, LambdaRamp};
 
-use crate::seeds::{self, Salt};
 use crate::dann::{Dann, DomainClassifier};
+use crate::seeds::{self, Salt};
 use crate::step::{dann_step_losses, step_losses, Adaptation, Batch, LossParts};
 use crate::{seeded_var_builder, Adam, Error, Method, Result, TrainConfig};
 

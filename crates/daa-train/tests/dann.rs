@@ -101,7 +101,10 @@ fn golden_domain_classifier_logits_and_loss_match_pytorch() -> R<()> {
     let z = |v: &[f32]| Tensor::new(v, &Device::Cpu);
     let right = domain_loss(&z(&[-9.0, -9.0])?, &z(&[9.0, 9.0])?)?.to_scalar::<f32>()?;
     let wrong = domain_loss(&z(&[9.0, 9.0])?, &z(&[-9.0, -9.0])?)?.to_scalar::<f32>()?;
-    assert!(right < 1e-3 && (wrong - 9.0).abs() < 1e-3, "{right} {wrong}");
+    assert!(
+        right < 1e-3 && (wrong - 9.0).abs() < 1e-3,
+        "{right} {wrong}"
+    );
     Ok(())
 }
 
@@ -115,10 +118,7 @@ fn the_reversal_layer_hands_the_features_the_negated_scaled_gradient() -> R<()> 
             Some(s) => gradient_reversal(x.as_tensor(), s),
             None => Ok(x.as_tensor().clone()),
         };
-        let loss = domain_loss(
-            &net.forward(&through(&fs)?)?,
-            &net.forward(&through(&ft)?)?,
-        )?;
+        let loss = domain_loss(&net.forward(&through(&fs)?)?, &net.forward(&through(&ft)?)?)?;
         let g = loss.backward()?;
         let flat = |x: &Var| -> R<Vec<f32>> {
             Ok(g.get(x.as_tensor())
@@ -137,7 +137,10 @@ fn the_reversal_layer_hands_the_features_the_negated_scaled_gradient() -> R<()> 
     assert!(plain_s.iter().any(|g| g.abs() > 1e-4));
     for (plain, rev) in [(plain_s, rev_s), (plain_t, rev_t)] {
         for (p, r) in plain.iter().zip(&rev) {
-            assert!((r + 0.4 * p).abs() <= 1e-6 + 1e-5 * p.abs(), "{r} vs -0.4 * {p}");
+            assert!(
+                (r + 0.4 * p).abs() <= 1e-6 + 1e-5 * p.abs(),
+                "{r} vs -0.4 * {p}"
+            );
         }
     }
     Ok(())
@@ -176,8 +179,15 @@ fn a_dann_step_trains_every_backbone_and_its_classifier() -> R<()> {
         let names: Vec<&str> = out.losses.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["total", "rec", "domain", "lambda"], "{name}");
         assert!(out.losses.iter().all(|(_, v)| v.is_finite()), "{name}");
-        assert!(out.lambda > 0.0 && out.lambda <= 1.0, "{name}: {}", out.lambda);
-        assert!(models.diffusion.is_none(), "{name}: dann trains no diffusion net");
+        assert!(
+            out.lambda > 0.0 && out.lambda <= 1.0,
+            "{name}: {}",
+            out.lambda
+        );
+        assert!(
+            models.diffusion.is_none(),
+            "{name}: dann trains no diffusion net"
+        );
         let after = models
             .dann
             .as_ref()
@@ -227,16 +237,26 @@ fn weights(path: &Path) -> R<Vec<(String, Vec<f32>)>> {
 fn a_dann_run_saves_its_classifier_logs_its_loss_and_resumes_exactly() -> R<()> {
     let (full, part) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let s = run(&dann_smoke(4), full.path(), false)?;
-    for f in ["dann-4.safetensors", "dann-2.safetensors", "restorer-4.safetensors"] {
+    for f in [
+        "dann-4.safetensors",
+        "dann-2.safetensors",
+        "restorer-4.safetensors",
+    ] {
         assert!(full.path().join(f).exists(), "missing {f}");
     }
     assert!(!full.path().join("diffusion-4.safetensors").exists());
     let domain = column(full.path(), "loss_domain");
     let lambda = column(full.path(), "lambda");
     assert_eq!(domain.len(), 4);
-    assert!(domain.iter().all(|v| v.is_finite() && *v > 0.0), "{domain:?}");
+    assert!(
+        domain.iter().all(|v| v.is_finite() && *v > 0.0),
+        "{domain:?}"
+    );
     assert_eq!(lambda[0], 0.0);
-    assert!(lambda.windows(2).all(|w| w[1] >= w[0]) && lambda[3] > 0.5, "{lambda:?}");
+    assert!(
+        lambda.windows(2).all(|w| w[1] >= w[0]) && lambda[3] > 0.5,
+        "{lambda:?}"
+    );
     // The restorer is an ordinary restorer checkpoint; the classifier's file is not one.
     load_restorer(&s.checkpoint, &Device::Cpu, None)?;
     let err = load_restorer(&full.path().join("dann-4.safetensors"), &Device::Cpu, None)
