@@ -280,3 +280,28 @@ fn a_dann_run_saves_its_classifier_logs_its_loss_and_resumes_exactly() -> R<()> 
     );
     Ok(())
 }
+
+#[test]
+fn configs_without_dann_settings_load_and_bad_settings_are_refused() -> R<()> {
+    let cfg = TrainConfig::smoke();
+    let mut value = serde_json::to_value(&cfg)?;
+    let removed = value["adaptation"]
+        .as_object_mut()
+        .and_then(|a| a.remove("dann"));
+    assert!(removed.is_some(), "config.json carries the dann settings");
+    assert_eq!(TrainConfig::from_json(&value.to_string())?, cfg);
+    for (hidden, lambda_max) in [(0, 1.0), (8, -0.5), (8, f64::NAN)] {
+        let mut bad = dann_smoke(2);
+        bad.adaptation.dann = DannSettings { hidden, lambda_max };
+        let err = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("dann settings"),
+            "{hidden} {lambda_max}: {err:?}"
+        );
+    }
+    Ok(())
+}
