@@ -278,17 +278,20 @@ impl Reproduce {
                 .unwrap_or(f64::NAN)
         };
         let (van, da, ora) = (at("vanilla", seed0), at("da", seed0), at("oracle", seed0));
-        md += &format!(
-            "\nFraction of the vanilla-to-oracle gap (target PSNR, seed {seed0}) closed by DA: {:.2} \
-             ((DA - vanilla) / (oracle - vanilla) = ({da:.2} - {van:.2}) / ({ora:.2} - {van:.2})).\n",
-            (da - van) / (ora - van)
-        );
-        let dann = at("dann", seed0);
-        if !dann.is_nan() {
+        md += "\n";
+        // One line per adapting method that ran (a method left out by --methods has no line).
+        for (name, label, value) in [
+            ("da", "DA", da),
+            ("dann", "DANN (feature space)", at("dann", seed0)),
+        ] {
+            if value.is_nan() {
+                continue;
+            }
             md += &format!(
-                "Closed by DANN (feature-space baseline): {:.2} (({dann:.2} - {van:.2}) / \
-                 ({ora:.2} - {van:.2})).\n",
-                (dann - van) / (ora - van)
+                "Fraction of the vanilla-to-oracle gap (target PSNR, seed {seed0}) closed by \
+                 {label}: {:.2} (({name} - vanilla) / (oracle - vanilla) = ({value:.2} - \
+                 {van:.2}) / ({ora:.2} - {van:.2})).\n",
+                (value - van) / (ora - van)
             );
         }
         let spread = |n: &str| {
