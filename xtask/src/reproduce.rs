@@ -9,9 +9,10 @@ use crate::{cargo, run_echoed};
 /// `cargo xtask reproduce --task denoise|deblur|derain|all --budget cpu|gpu`: the paper's
 /// comparison on the project's synthetic-to-"real" domains. With one seed, step count and
 /// backbone it trains vanilla, DA, DA without channel shuffling, DA without the contrastive
-/// term, and an oracle (supervised on target pairs), evaluates each restorer on the held-out
-/// photos degraded like the target and like the source domain, and writes into
-/// `runs/reproduce-<task>/`: `results.md`, `results.json`, `loss_rec.png`,
+/// term, DANN (the feature-space baseline), and an oracle (supervised on target pairs),
+/// evaluates each restorer on the held-out photos degraded like the target and like the source
+/// domain, and writes into `runs/reproduce-<task>/` (`runs/reproduce-<task>-<backbone>/` with
+/// `--backbone`): `results.md`, `results.json`, `loss_rec.png`,
 /// `loss_diffusion.png`, `grid.png` (input / vanilla / DA / oracle / ground truth on the
 /// held-out target photos) and `real.png` (input / vanilla / DA on real degraded photos).
 /// With several `--seeds` the table gives each seed and the spread between them.
@@ -29,10 +30,15 @@ pub struct Reproduce {
     /// Seeds, comma-separated; every method runs with each.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     seeds: Vec<u64>,
-    /// Methods to run (comma-separated): vanilla, da, da-no-shuffle, da-no-contrastive, oracle.
-    /// Default: all five for the first seed, vanilla and DA for further seeds.
+    /// Methods to run (comma-separated): vanilla, da, da-no-shuffle, da-no-contrastive, dann,
+    /// oracle. Default: all six for the first seed, vanilla and DA for further seeds.
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
+    /// The restorer of every run: a name at the preset's scale (unet, dncnn, nafnet, restormer,
+    /// uformer) or with its scale (restormer-cpu); default: the preset's (the CPU U-Net). The
+    /// runs go to their own folder, `runs/reproduce-<task>-<backbone>/`.
+    #[arg(long)]
+    backbone: Option<String>,
     /// Real degraded photos (no ground truth) for `real.png`; default: datasets/real for
     /// deblur (a real camera-shake photo), none for denoise and derain (no CC0 real noisy
     /// or rainy photos ship with the project; see scripts/fetch_photos.py extra).
@@ -40,13 +46,41 @@ pub struct Reproduce {
     real_dir: Option<PathBuf>,
 }
 
-const METHODS: [(&str, &[&str]); 5] = [
+const METHODS: [(&str, &[&str]); 6] = [
     ("vanilla", &["--method", "vanilla"]),
     ("da", &["--method", "da"]),
     ("da-no-shuffle", &["--method", "da", "--no-shuffle"]),
     ("da-no-contrastive", &["--method", "da", "--no-contrastive"]),
+    ("dann", &["--method", "dann"]),
     ("oracle", &["--oracle"]),
 ];
+
+/// True for the rows that train a diffusion network (DA and its ablations), whose noise losses
+/// `loss_diffusion.png` plots; not `dann`, whose name also starts with "da".
+fn trains_diffusion(method: &str) -> bool {
+    method == "da" || method.starts_with("da-")
+}
+
+/// The folder of a task's runs: `runs/reproduce-<task>`, or `runs/reproduce-<task>-<backbone>`
+/// so that runs of another restorer are never reused for this one. The name becomes part of a
+/// path, so only lowercase letters, digits and '-' are accepted (what `daa train --backbone`
+/// takes).
+fn run_root(task: &str, backbone: Option<&str>) -> Result<PathBuf> {
+    match backbone {
+        None => Ok(PathBuf::from(format!("runs/reproduce-{task}"))),
+        Some(b)
+            if !b.is_empty()
+                && b.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') =>
+        {
+            Ok(PathBuf::from(format!("runs/reproduce-{task}-{b}")))
+        }
+        Some(b) => bail!(
+            "--backbone {b:?}: expected a backbone name such as restormer or restormer-cpu \
+             (lowercase letters, digits and '-')"
+        ),
+    }
+}
 
 /// A number field of a one-line JSON object printed by `daa eval --json`.
 fn num(line: &str, key: &str) -> f64 {
@@ -84,6 +118,7 @@ impl Reproduce {
         } else {
             vec![self.task.as_str()]
         };
+        run_root("denoise", self.backbone.as_deref())?;
         if let Some(m) = &self.methods {
             for name in m {
                 if !METHODS.iter().any(|(n, _)| n == name) {
@@ -105,7 +140,7 @@ impl Reproduce {
     }
 
     fn task_run(&self, daa: &Path, task: &str, steps: usize, gpu: bool) -> Result<()> {
-        let root = PathBuf::from(format!("runs/reproduce-{task}"));
+        let root = run_root(task, self.backbone.as_deref())?;
         std::fs::create_dir_all(&root)?;
         let device = if gpu { "cuda:0" } else { "cpu" };
         let steps_s = steps.to_string();
@@ -128,6 +163,9 @@ impl Reproduce {
                     .args(["--device", device, "--checkpoint-every", "0", "--run-dir"])
                     .arg(&dir)
                     .args(flags);
+                    if let Some(b) = &self.backbone {
+                        c.args(["--backbone", b]);
+                    }
                     run_echoed(c)?;
                 }
                 let mut scores = Vec::new();
@@ -183,9 +221,13 @@ impl Reproduce {
     /// The markdown table: means over seeds, per-seed target PSNR, gap closed, seed spread.
     fn report(&self, root: &Path, task: &str, steps: usize, rows: &[Row]) -> Result<String> {
         let seeds: Vec<String> = self.seeds.iter().map(|s| s.to_string()).collect();
+        let (backbone_flag, networks) = match &self.backbone {
+            Some(b) => (format!(" --backbone {b}"), format!("restorer `{b}`")),
+            None => (String::new(), format!("the `{task}` preset's networks")),
+        };
         let mut md = format!(
             "# {task}: synthetic-to-target comparison\n\n`cargo xtask reproduce --task {task} --budget {} \
-             --seeds {}` ({steps} steps, the `{task}` preset's networks; written to {root:?}). \
+             --seeds {}{backbone_flag}` ({steps} steps, {networks}; written to {root:?}). \
              Held-out photos degraded like the target (\"real\") and the source (synthetic) domain; \
              PSNR (dB) / SSIM, means over the seeds each method ran with.\n\n\
              | method | seeds | target PSNR | target PSNR per seed | target SSIM | source PSNR | source SSIM |\n\
@@ -236,11 +278,22 @@ impl Reproduce {
                 .unwrap_or(f64::NAN)
         };
         let (van, da, ora) = (at("vanilla", seed0), at("da", seed0), at("oracle", seed0));
-        md += &format!(
-            "\nFraction of the vanilla-to-oracle gap (target PSNR, seed {seed0}) closed by DA: {:.2} \
-             ((DA - vanilla) / (oracle - vanilla) = ({da:.2} - {van:.2}) / ({ora:.2} - {van:.2})).\n",
-            (da - van) / (ora - van)
-        );
+        md += "\n";
+        // One line per adapting method that ran (a method left out by --methods has no line).
+        for (name, label, value) in [
+            ("da", "DA", da),
+            ("dann", "DANN (feature space)", at("dann", seed0)),
+        ] {
+            if value.is_nan() {
+                continue;
+            }
+            md += &format!(
+                "Fraction of the vanilla-to-oracle gap (target PSNR, seed {seed0}) closed by \
+                 {label}: {:.2} (({name} - vanilla) / (oracle - vanilla) = ({value:.2} - \
+                 {van:.2}) / ({ora:.2} - {van:.2})).\n",
+                (value - van) / (ora - van)
+            );
+        }
         let spread = |n: &str| {
             target_psnr.get(n).filter(|v| v.len() > 1).map(|v| {
                 v.iter().cloned().fold(f64::MIN, f64::max)
@@ -418,7 +471,7 @@ fn loss_curves(root: &Path, rows: &[Row]) -> Result<String> {
     )?;
     let diff: Vec<(String, Vec<(f64, f64)>)> = first
         .iter()
-        .filter(|r| r.method.starts_with("da"))
+        .filter(|r| trains_diffusion(r.method))
         .flat_map(|r| {
             [
                 (format!("{} pos", r.method), series(&r.dir, "loss_diff_pos")),
@@ -437,7 +490,8 @@ fn loss_curves(root: &Path, rows: &[Row]) -> Result<String> {
         "\nTraining curves (seed {seed}): `loss_rec.png` (restoration L1 on the training pairs: \
          source pairs, target pairs for the oracle) and `loss_diffusion.png` (the diffusion \
          network's noise-prediction loss with the clean target in the positive and the swapped \
-         residual in the negative slot).\n"
+         residual in the negative slot; DA and its ablations only: DANN trains no diffusion \
+         network, its domain loss is `loss_domain` in its metrics.jsonl).\n"
     ))
 }
 
@@ -497,6 +551,56 @@ mod checkpoint_name_tests {
             "diffusion-4.safetensors",
         ] {
             assert_eq!(restorer_checkpoint_step(name), None, "{name}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod method_tests {
+    use super::*;
+
+    #[test]
+    fn dann_is_a_row_but_not_a_diffusion_run() {
+        assert!(METHODS
+            .iter()
+            .any(|(n, f)| *n == "dann" && f.contains(&"dann")));
+        for (name, _) in METHODS {
+            let want = matches!(name, "da" | "da-no-shuffle" | "da-no-contrastive");
+            assert_eq!(trains_diffusion(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn each_backbone_has_its_own_run_folder_and_odd_names_are_refused() -> Result<()> {
+        assert_eq!(
+            run_root("denoise", None)?,
+            PathBuf::from("runs/reproduce-denoise")
+        );
+        assert_eq!(
+            run_root("derain", Some("restormer-cpu"))?,
+            PathBuf::from("runs/reproduce-derain-restormer-cpu")
+        );
+        for bad in ["", "../x", "Unet", "a b", "unet/cpu"] {
+            let err = run_root("denoise", Some(bad)).err().map(|e| e.to_string());
+            assert!(err.is_some_and(|e| e.contains("--backbone")), "{bad:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_first_seed_runs_every_method_by_default() {
+        let r = Reproduce {
+            task: "denoise".into(),
+            budget: "cpu".into(),
+            steps: None,
+            seeds: vec![0, 1],
+            methods: None,
+            backbone: None,
+            real_dir: None,
+        };
+        for (name, _) in METHODS {
+            assert!(r.wanted(name, true), "{name}");
+            assert_eq!(r.wanted(name, false), name == "vanilla" || name == "da");
         }
     }
 }

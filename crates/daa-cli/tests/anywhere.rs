@@ -7,12 +7,23 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(bin: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(bin)
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap_or_else(|e| panic!("running {bin:?}: {e}"))
+    // A freshly copied binary can be "busy" (ETXTBSY) for a moment: another test thread that
+    // forked while the copy's file was open for writing holds that descriptor until it execs.
+    for attempt in 0.. {
+        match Command::new(bin)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .output()
+        {
+            Ok(out) => return out,
+            Err(e) if e.raw_os_error() == Some(26) && attempt < 50 => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            Err(e) => panic!("running {bin:?}: {e}"),
+        }
+    }
+    unreachable!()
 }
 
 fn stderr(o: &Output) -> String {

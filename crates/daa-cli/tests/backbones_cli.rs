@@ -1,5 +1,6 @@
 //! Restormer and Uformer through the `daa` binary: the smoke preset trains them (vanilla and
 //! DA, two steps at tiny scale) and `daa restore` uses the checkpoint, its metadata or `--arch`.
+//! `--method dann` trains the same way and writes its classifier beside the restorer.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -21,8 +22,9 @@ fn p(path: &Path) -> &str {
 }
 
 /// Trains `backbone` with `method` for two steps, then restores an odd-sized image with the
-/// checkpoint, once from its metadata and once naming the architecture.
-fn train_and_restore(backbone: &str, method: &str) {
+/// checkpoint, once from its metadata and once naming the architecture. Returns the folder
+/// (the run is in `run/`).
+fn train_and_restore(backbone: &str, method: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();
     let run = d.join("run");
@@ -73,6 +75,7 @@ fn train_and_restore(backbone: &str, method: &str) {
         let img = image::open(d.join("out.png")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((img.width(), img.height()), (19, 13));
     }
+    dir
 }
 
 #[test]
@@ -85,4 +88,16 @@ fn restormer_trains_vanilla_and_da_and_restores() {
 fn uformer_trains_vanilla_and_da_and_restores() {
     train_and_restore("uformer", "vanilla");
     train_and_restore("uformer", "da");
+}
+
+#[test]
+fn dann_trains_through_the_cli_with_its_classifier_and_restores() {
+    for backbone in ["unet", "uformer"] {
+        let dir = train_and_restore(backbone, "dann");
+        let run = dir.path().join("run");
+        assert!(run.join("dann-2.safetensors").is_file(), "{backbone}");
+        assert!(!run.join("diffusion-2.safetensors").exists(), "{backbone}");
+        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+        assert!(metrics.contains("\"loss_domain\""), "{backbone}: {metrics}");
+    }
 }

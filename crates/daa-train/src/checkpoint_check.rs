@@ -94,6 +94,7 @@ pub(crate) fn read_header(path: &Path) -> Result<Header> {
 pub(crate) fn check_kind(path: &Path, header: &Header) -> Result<()> {
     let what = match header.metadata.get("daa.format").map(String::as_str) {
         Some("daa-diffusion-v1") => Some("a diffusion-network checkpoint (diffusion-<step>)"),
+        Some("daa-dann-v1") => Some("a DANN domain-classifier checkpoint (dann-<step>)"),
         Some("daa-optimizer-v1") => Some("an optimizer-state checkpoint (optimizer-<step>)"),
         _ if header
             .tensors

@@ -22,6 +22,7 @@
 mod checkpoint;
 mod checkpoint_check;
 mod config;
+mod dann;
 mod data;
 mod engine;
 mod error;
@@ -49,6 +50,7 @@ pub use config::{
 };
 /// The value range a run trains in (`TrainConfig::range`), from `daa-diffusion`.
 pub use daa_diffusion::ValueRange;
+pub use dann::{domain_loss, gradient_reversal, Dann, DannSettings, DomainClassifier};
 pub use data::{open_eval, open_pairs, OpenOptions, TrainData};
 pub use engine::{train, train_until, TrainSummary};
 pub use error::{Error, Result};

@@ -8,9 +8,10 @@ use candle_nn::VarMap;
 use daa_backbones::Backbone;
 use daa_diffusion::{AdaptationLoss, CondUNet, LambdaRamp, ValueRange};
 
+use crate::dann::{Dann, DomainClassifier};
 use crate::seeds::{self, Salt};
-use crate::step::{step_losses, Adaptation, Batch, LossParts};
-use crate::{seeded_var_builder, Adam, Error, Result, TrainConfig};
+use crate::step::{dann_step_losses, step_losses, Adaptation, Batch, LossParts};
+use crate::{seeded_var_builder, Adam, Error, Method, Result, TrainConfig};
 
 /// The diffusion network, its loss and its variables.
 pub struct Diffusion {
@@ -61,10 +62,14 @@ pub struct Models {
     pub diffusion: Option<Diffusion>,
     /// The EMA of the restorer (`None` when `ema_decay` is 0).
     pub ema: Option<Ema>,
-    /// One Adam over the restorer's and the diffusion network's trained variables.
+    /// DANN's domain classifier (`dann` only).
+    pub dann: Option<Dann>,
+    /// One Adam over the restorer's, the diffusion network's and the domain classifier's
+    /// trained variables.
     pub opt: Adam,
     charbonnier_eps: f64,
     ramp: LambdaRamp,
+    dann_ramp: LambdaRamp,
     batch_size: usize,
     range: ValueRange,
 }
@@ -115,12 +120,13 @@ fn loss_values(p: &LossParts) -> Result<Vec<(&'static str, f64)>> {
         ("diff_neg", &p.diff_neg),
         ("contrastive", &p.contrastive),
         ("noise", &p.noise),
+        ("domain", &p.domain),
     ] {
         if let Some(t) = t {
             out.push((name, v(t)?));
         }
     }
-    if p.noise.is_some() {
+    if p.noise.is_some() || p.domain.is_some() {
         out.push(("lambda", p.lambda));
     }
     Ok(out)
@@ -128,8 +134,8 @@ fn loss_values(p: &LossParts) -> Result<Vec<(&'static str, f64)>> {
 
 impl Models {
     /// Builds the networks of `cfg` with weights seeded from `cfg.seed` (the restorer from the
-    /// seed, the diffusion network from its own salt), the EMA as a copy of the restorer, and
-    /// Adam over both networks.
+    /// seed, the diffusion network and DANN's classifier from their own salts), the EMA as a
+    /// copy of the restorer, and Adam over every trained network.
     pub fn new(cfg: &TrainConfig, device: &Device) -> Result<Self> {
         let restorer_vars = VarMap::new();
         let vb = seeded_var_builder(&restorer_vars, cfg.seed, DType::F32, device);
@@ -147,6 +153,23 @@ impl Models {
                 Some(Diffusion { unet, loss, varmap })
             }
             None => None,
+        };
+        let dann = match cfg.method {
+            Method::Dann => {
+                let varmap = VarMap::new();
+                let seed = seeds::salted(cfg.seed, Salt::Dann);
+                let vb = seeded_var_builder(&varmap, seed, DType::F32, device);
+                let (in_channels, _, _) = restorer.features_shape(cfg.patch_size, cfg.patch_size);
+                let settings = cfg.adaptation.dann;
+                let classifier = DomainClassifier::new(vb, in_channels, &settings)?;
+                named.extend(trained_vars(&varmap, "dann.")?);
+                Some(Dann {
+                    classifier,
+                    varmap,
+                    settings,
+                })
+            }
+            _ => None,
         };
         let opt = Adam::new(named, cfg.optim)?;
         let ema = match cfg.ema_decay > 0.0 {
@@ -168,9 +191,14 @@ impl Models {
             restorer_vars,
             diffusion,
             ema,
+            dann,
             opt,
             charbonnier_eps: cfg.charbonnier_eps,
             ramp: cfg.lambda_ramp(),
+            dann_ramp: LambdaRamp {
+                lambda_max: cfg.adaptation.dann.lambda_max,
+                ..cfg.lambda_ramp()
+            },
             batch_size: cfg.batch_size,
             range: cfg.range,
         })
@@ -205,15 +233,25 @@ impl Models {
             ramp: self.ramp,
         });
         let batch = batch.from_unit(self.range)?;
-        let parts = step_losses(
-            &batch,
-            &self.restorer,
-            adaptation.as_ref(),
-            self.charbonnier_eps,
-            (step * self.batch_size) as u64,
-            &mut rng,
-            &mut dropout,
-        )?;
+        let samples_seen = (step * self.batch_size) as u64;
+        let parts = match &self.dann {
+            Some(d) => dann_step_losses(
+                &batch,
+                &self.restorer,
+                &d.classifier,
+                self.charbonnier_eps,
+                self.dann_ramp.at(samples_seen),
+            )?,
+            None => step_losses(
+                &batch,
+                &self.restorer,
+                adaptation.as_ref(),
+                self.charbonnier_eps,
+                samples_seen,
+                &mut rng,
+                &mut dropout,
+            )?,
+        };
         let losses = loss_values(&parts)?;
         let total = losses[0].1;
         let grads = match total.is_finite() {

@@ -8,6 +8,7 @@
 //! <run>/restorer-{step}.safetensors      periodic checkpoints (the last `keep_last` are kept)
 //! <run>/restorer-ema-{step}.safetensors  ... the EMA copy of the restorer (when on)
 //! <run>/diffusion-{step}.safetensors     ... the diffusion network (adaptation)
+//! <run>/dann-{step}.safetensors          ... DANN's domain classifier (`dann`)
 //! <run>/optimizer-{step}.safetensors     ... Adam's moments
 //! <run>/restorer-best.safetensors        the restorer of the best held-out PSNR
 //! <run>/eval.json, eval.md, eval/        the final evaluation and its restored images
@@ -41,16 +42,19 @@ pub enum CheckpointKind {
     RestorerEma,
     /// `diffusion-{step}`: the diffusion network.
     Diffusion,
+    /// `dann-{step}`: DANN's domain classifier.
+    Dann,
     /// `optimizer-{step}`: Adam's moments.
     Optimizer,
 }
 
 impl CheckpointKind {
     /// Every kind, the longest prefix first (so that parsing `restorer-ema-` wins).
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::RestorerEma,
         Self::Restorer,
         Self::Diffusion,
+        Self::Dann,
         Self::Optimizer,
     ];
 
@@ -60,6 +64,7 @@ impl CheckpointKind {
             Self::Restorer => "restorer",
             Self::RestorerEma => "restorer-ema",
             Self::Diffusion => "diffusion",
+            Self::Dann => "dann",
             Self::Optimizer => "optimizer",
         }
     }
@@ -284,6 +289,18 @@ impl RunDir {
             ]);
             save_tensors(&diffusion_path, &varmap_tensors(&d.varmap)?, meta)?;
         }
+        if let Some(d) = &models.dann {
+            let dann_path = self.checkpoint_path(CheckpointKind::Dann, step);
+            let json = serde_json::to_string(&d.settings).map_err(|e| Error::Json {
+                path: dann_path.clone(),
+                source: e,
+            })?;
+            let meta = HashMap::from([
+                ("daa.format".to_string(), "daa-dann-v1".to_string()),
+                ("daa.dann".to_string(), json),
+            ]);
+            save_tensors(&dann_path, &varmap_tensors(&d.varmap)?, meta)?;
+        }
         if let Some(ema) = &models.ema {
             let ema_path = self.checkpoint_path(CheckpointKind::RestorerEma, step);
             save_restorer(&ema_path, &ema.varmap, &cfg.backbone, cfg.range)?;
@@ -309,6 +326,9 @@ impl RunDir {
         )?;
         if let Some(d) = &models.diffusion {
             load_into(&d.varmap, &path(CheckpointKind::Diffusion), device)?;
+        }
+        if let Some(d) = &models.dann {
+            load_into(&d.varmap, &path(CheckpointKind::Dann), device)?;
         }
         if let Some(ema) = &models.ema {
             load_into(&ema.varmap, &path(CheckpointKind::RestorerEma), device)?;

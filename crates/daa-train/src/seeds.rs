@@ -20,6 +20,8 @@ pub(crate) enum Salt {
     Diffusion,
     /// The synthetic target domain written before training.
     Materialize,
+    /// DANN's domain classifier's weights.
+    Dann,
 }
 
 impl Salt {
@@ -31,6 +33,7 @@ impl Salt {
             Self::Step => 0x7374_6570_0000_0003,
             Self::Diffusion => 0x6469_6666_0000_0004,
             Self::Materialize => 0x6d61_7465_7269_0005,
+            Self::Dann => 0x6461_6e6e_0000_0006,
         }
     }
 }

@@ -7,6 +7,7 @@ use daa_diffusion::{
 };
 
 use crate::charbonnier;
+use crate::dann::{domain_loss, gradient_reversal, DomainClassifier};
 
 /// A training batch on the device. Tensors are `(B, 3, P, P)` in the task's value range
 /// (`daa_diffusion::ValueRange`).
@@ -51,8 +52,10 @@ pub struct LossParts {
     pub contrastive: Option<Tensor>,
     /// The adaptation loss `L_noise`.
     pub noise: Option<Tensor>,
-    /// The weight of `noise` at this step.
+    /// The weight of `noise` at this step; for `dann`, the gradient reversal's coefficient.
     pub lambda: f64,
+    /// DANN's domain-classifier loss (`dann` only).
+    pub domain: Option<Tensor>,
 }
 
 /// The networks and settings a step needs for adaptation.
@@ -137,6 +140,7 @@ pub fn step_losses_with(
             contrastive: None,
             noise: None,
             lambda: 0.0,
+            domain: None,
         });
     };
     let r_r = nets.restorer.residual(x_r, true)?;
@@ -158,5 +162,53 @@ pub fn step_losses_with(
         contrastive: parts.contrastive,
         noise: Some(parts.noise),
         lambda,
+        domain: None,
+    })
+}
+
+/// DANN's step (`--method dann`, see `crate::dann`): the Charbonnier loss on the source pair,
+/// plus the domain classifier's cross-entropy on the restorer's bottleneck features of the
+/// source (label 0) and target (label 1) inputs, read through a gradient-reversal layer of
+/// coefficient `grl_scale`. `total = rec + domain`: the classifier descends `domain`, the
+/// restorer ascends `grl_scale * domain`. Without target inputs it is the vanilla step. The batch
+/// is in the task's value range.
+pub fn dann_step_losses(
+    batch: &Batch,
+    restorer: &Backbone,
+    classifier: &DomainClassifier,
+    charbonnier_eps: f64,
+    grl_scale: f64,
+) -> Result<LossParts> {
+    let (r_s, f_s) = restorer.residual_and_features(&batch.source_input, true)?;
+    let rec = charbonnier(
+        &(&batch.source_input + &r_s)?,
+        &batch.source_target,
+        charbonnier_eps,
+    )?;
+    let Some(x_r) = &batch.target_input else {
+        return Ok(LossParts {
+            total: rec.clone(),
+            rec,
+            diff_pos: None,
+            diff_neg: None,
+            contrastive: None,
+            noise: None,
+            lambda: 0.0,
+            domain: None,
+        });
+    };
+    let (_, f_r) = restorer.residual_and_features(x_r, true)?;
+    let z_s = gradient_reversal(&f_s, grl_scale)?.apply(classifier)?;
+    let z_r = gradient_reversal(&f_r, grl_scale)?.apply(classifier)?;
+    let domain = domain_loss(&z_s, &z_r)?;
+    Ok(LossParts {
+        total: (&rec + &domain)?,
+        rec,
+        diff_pos: None,
+        diff_neg: None,
+        contrastive: None,
+        noise: None,
+        lambda: grl_scale,
+        domain: Some(domain),
     })
 }

@@ -14,7 +14,7 @@ pub struct Args {
     /// 128x128) or paper-small (the paper networks at batch 2, 64x64).
     #[arg(long, default_value = "cpu")]
     preset: String,
-    /// Comma-separated: vanilla, da.
+    /// Comma-separated: vanilla, da, dann.
     #[arg(long, default_value = "vanilla,da")]
     methods: String,
     /// Timed steps (after warm-up).
@@ -40,7 +40,7 @@ impl Args {
         for name in self.methods.split(',') {
             let method: Method = name.parse()?;
             if method == Method::DaEx {
-                bail!("bench times vanilla and da; da-ex's step is da's positive pass");
+                bail!("bench times vanilla, da and dann; da-ex's step is da's positive pass");
             }
             let cfg = TrainConfig {
                 method,

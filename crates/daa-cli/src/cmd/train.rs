@@ -61,7 +61,8 @@ pub struct Args {
     /// ...and their clean targets, paired by file name.
     #[arg(long, requires = "test_input")]
     test_target: Option<PathBuf>,
-    /// Training method: vanilla (source pairs only), da (noise-space adaptation), da-ex.
+    /// Training method: vanilla (source pairs only), da (noise-space adaptation), da-ex, dann
+    /// (feature-space baseline: domain classifier with gradient reversal).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Method::names()))]
     method: Option<String>,
     /// Value range the networks train in: unit ([0, 1], the reference's for denoising) or

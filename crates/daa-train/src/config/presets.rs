@@ -13,6 +13,7 @@ use super::types::{
     AdaptationSettings, DataSpec, EvalConfig, LossSettings, Method, OptimConfig, ScheduleConfig,
     TargetSpec, TrainConfig,
 };
+use crate::dann::DannSettings;
 use crate::metrics::MetricConfig;
 use crate::{Error, Result};
 
@@ -229,6 +230,7 @@ impl TrainConfig {
                     variants: 2,
                 },
                 ex_clean_dir: embedded("photos/train"),
+                dann: DannSettings::standard(),
             },
             train_data: DataSpec::Synthetic {
                 clean_dir: embedded("photos/train"),

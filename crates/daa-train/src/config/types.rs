@@ -6,6 +6,7 @@ use daa_backbones::BackboneConfig;
 use daa_degrade::{Degradation, SmallImagePolicy};
 use daa_diffusion::{AdaptationConfig, CondUNetConfig, NoiseSchedule, ValueRange, Variant};
 
+use crate::dann::DannSettings;
 use crate::metrics::MetricConfig;
 use crate::{Error, Result};
 
@@ -29,7 +30,7 @@ pub enum DataSpec {
     },
 }
 
-/// The training method. Its names (`vanilla`, `da`, `da-ex`) are spelled once, in
+/// The training method. Its names (`vanilla`, `da`, `da-ex`, `dann`) are spelled once, in
 /// [`Method::name`]; parsing, serde and the CLI all use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(into = "&'static str", try_from = "String")]
@@ -41,11 +42,15 @@ pub enum Method {
     Da,
     /// "Ours-Ex": an unpaired clean image is noised and only the positive pass is used.
     DaEx,
+    /// The feature-space baseline DANN (Ganin and Lempitsky, 2015): a domain classifier on the
+    /// restorer's bottleneck features behind a gradient-reversal layer, `L = L_res + L_domain`
+    /// (see `crate::dann`).
+    Dann,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Self; 3] = [Self::Vanilla, Self::Da, Self::DaEx];
+    pub const ALL: [Self; 4] = [Self::Vanilla, Self::Da, Self::DaEx, Self::Dann];
 
     /// The method's name in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -53,6 +58,7 @@ impl Method {
             Self::Vanilla => "vanilla",
             Self::Da => "da",
             Self::DaEx => "da-ex",
+            Self::Dann => "dann",
         }
     }
 
@@ -61,9 +67,14 @@ impl Method {
         Self::ALL.iter().map(|m| m.name()).collect()
     }
 
-    /// True when the method trains a diffusion network alongside the restorer.
+    /// True when the method trains on target-domain inputs (every method but `vanilla`).
     pub fn adapts(self) -> bool {
         self != Self::Vanilla
+    }
+
+    /// True when the method trains a diffusion network alongside the restorer (`da`, `da-ex`).
+    pub fn uses_diffusion(self) -> bool {
+        self.variant().is_some()
     }
 
     /// True when the method noises unpaired clean images (`da-ex`).
@@ -71,10 +82,10 @@ impl Method {
         self == Self::DaEx
     }
 
-    /// The adaptation loss's form, `None` for `vanilla`.
+    /// The adaptation loss's form, `None` for `vanilla` and `dann`.
     pub fn variant(self) -> Option<Variant> {
         match self {
-            Self::Vanilla => None,
+            Self::Vanilla | Self::Dann => None,
             Self::Da => Some(Variant::Paired),
             Self::DaEx => Some(Variant::Ex),
         }
@@ -137,7 +148,8 @@ pub enum TargetSpec {
     },
 }
 
-/// Settings of noise-space adaptation (used by `da` and `da-ex`).
+/// Settings of domain adaptation: noise-space (`da`, `da-ex`) and, in `dann`, the feature-space
+/// baseline (which shares the target domain and the lambda ramp).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptationSettings {
@@ -165,6 +177,10 @@ pub struct AdaptationSettings {
     pub target: TargetSpec,
     /// For `da-ex`: unpaired clean images to noise.
     pub ex_clean_dir: PathBuf,
+    /// For `dann`: the domain classifier and its gradient reversal (configs written before
+    /// DANN existed read [`DannSettings::standard`]).
+    #[serde(default = "DannSettings::standard")]
+    pub dann: DannSettings,
 }
 
 /// The adaptation loss's settings, with the paper's ablation switches. The loss's form
@@ -227,7 +243,7 @@ impl ScheduleConfig {
 }
 
 impl AdaptationSettings {
-    /// The adaptation loss's configuration for `method` (`None` for `vanilla`).
+    /// The adaptation loss's configuration for `method` (`None` for `vanilla` and `dann`).
     pub fn loss_config(&self, method: Method) -> Option<AdaptationConfig> {
         let l = &self.loss;
         Some(AdaptationConfig {

@@ -113,10 +113,17 @@ impl TrainConfig {
             ));
         }
         let m = a.diffusion.size_multiple();
-        if !self.patch_size.is_multiple_of(m) {
+        if self.method.uses_diffusion() && !self.patch_size.is_multiple_of(m) {
             return bad(format!(
                 "patch_size {} must be a multiple of {m} for the diffusion network",
                 self.patch_size
+            ));
+        }
+        let d = &a.dann;
+        if d.hidden == 0 || !d.lambda_max.is_finite() || d.lambda_max < 0.0 {
+            return bad(format!(
+                "dann settings out of range: hidden {} (at least 1), lambda_max {} (finite, >= 0)",
+                d.hidden, d.lambda_max
             ));
         }
         if let TargetSpec::Synthetic {
