@@ -19,7 +19,7 @@
 # Environment: PARTS (which of parts 2-5 to run, default 2345), DAA (the daa binary; default gpu/daa, the cudnn build), STEPS (training steps,
 # default 300), BENCH_STEPS (timed steps per benchmark, default 10), OUT (results folder, default
 # gpu-check-<time>; checkpoints and images are deleted at the end unless KEEP_CHECKPOINTS=1).
-# bf16 rows need `daa bench --precision`; the inference row uses
+# bf16 rows use `daa bench --precision bf16` (skipped by older binaries); the inference row uses
 # `daa bench --infer` when it exists, else times `daa restore` (which includes PNG I/O).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -155,7 +155,12 @@ for prec in tf32 f32 bf16; do
     DAA_CUDNN_TF32=$tf32 peak_run "$OUT/bench-daa-$prec-$method.log" "$DAA" --device "$DEV" bench --preset "$PRESET" \
       --methods "$method" --steps "$BENCH_STEPS" --warmup "$WARMUP" "${extra[@]}" \
       || fail "daa bench $prec $method; log: $OUT/bench-daa-$prec-$method.log"
-    sed -i "s/\"method\"/\"precision\": \"$prec\", \"method\"/" "$OUT/bench-daa-$prec-$method.log"
+    # daa prints its --precision (f32 or bf16); the row's label says tf32 vs strict f32 too.
+    if grep -q '"precision"' "$OUT/bench-daa-$prec-$method.log"; then
+      sed -i -E "s/\"precision\": ?\"[a-z0-9]+\"/\"precision\":\"$prec\"/" "$OUT/bench-daa-$prec-$method.log"
+    else
+      sed -i "s/\"method\"/\"precision\": \"$prec\", \"method\"/" "$OUT/bench-daa-$prec-$method.log"
+    fi
     grep -h '"median_ms"' "$OUT/bench-daa-$prec-$method.log" || true
   done
 done

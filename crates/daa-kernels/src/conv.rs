@@ -252,7 +252,8 @@ pub fn conv2d_bias(
             bias.shape()
         );
     }
-    if !xs.device().is_cpu() || !matches!(xs.dtype(), DType::F32 | DType::F64) {
+    let autocast = xs.dtype() == DType::F32 && crate::conv_autocast_dtype().is_some();
+    if autocast || !xs.device().is_cpu() || !matches!(xs.dtype(), DType::F32 | DType::F64) {
         return conv2d(xs, w, padding, stride)?.broadcast_add(&bias.reshape((1, o, 1, 1))?);
     }
     let g = geometry(xs, w, padding, stride)?;
@@ -304,6 +305,14 @@ pub fn conv2d_chunked(
     stride: usize,
     chunk: usize,
 ) -> Result<Tensor> {
+    if let Some(dtype) = crate::conv_autocast_dtype() {
+        if xs.dtype() == DType::F32 && w.dtype() == DType::F32 {
+            // Autocast (conv_autocast): the conv in `dtype`, its output back in f32; the
+            // casts' backward brings the gradients to `dtype` and back the same way.
+            let (x, w) = (xs.to_dtype(dtype)?, w.to_dtype(dtype)?);
+            return conv2d_chunked(&x, &w, padding, stride, chunk)?.to_dtype(DType::F32);
+        }
+    }
     if !xs.device().is_cpu() || !matches!(xs.dtype(), DType::F32 | DType::F64) {
         let (_, c, _, _) = xs.dims4()?;
         let (_, ci, kh, kw) = w.dims4()?;
@@ -323,6 +332,7 @@ pub fn conv2d_chunked(
         if xs.device().is_cpu() && matches!(xs.dtype(), DType::BF16 | DType::F16) {
             // 16-bit floats on the CPU: f32 arithmetic, one rounding (as tensor cores do).
             let (x32, w32) = (xs.to_dtype(DType::F32)?, w.to_dtype(DType::F32)?);
+            let _f32 = crate::conv_autocast(DType::F32);
             return conv2d_chunked(&x32, &w32, padding, stride, chunk)?.to_dtype(xs.dtype());
         }
         return xs.conv2d(w, padding, stride, 1, 1);

@@ -49,3 +49,40 @@ pub fn set_conv_benchmark(on: bool) {
 pub fn conv_benchmark() -> bool {
     get(&BENCHMARK, "DAA_CUDNN_BENCHMARK")
 }
+
+thread_local! {
+    static CONV_AUTOCAST: std::cell::Cell<Option<candle_core::DType>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// While alive, f32 convolutions ([`crate::conv2d`], [`crate::conv2d_bias`]) called on this
+/// thread compute in another dtype (PyTorch's autocast, for convolutions only): inputs and
+/// weights are cast to it, the conv runs in it (forward and, through the casts' backward,
+/// backward), and its output is cast back to f32, so everything around the conv (weights,
+/// GroupNorm statistics, losses, Adam) stays f32. Dropping the guard restores the previous
+/// setting. Made by [`conv_autocast`].
+#[must_use = "autocast lasts as long as the guard"]
+pub struct ConvAutocast {
+    prev: Option<candle_core::DType>,
+}
+
+/// Starts convolution autocast to `dtype` on this thread (bf16 on CUDA: tensor cores with f32
+/// accumulation; on the CPU, bf16 convolutions round their inputs and output to bf16 and
+/// compute in f32). `DType::F32` turns it off for the guard's lifetime.
+pub fn conv_autocast(dtype: candle_core::DType) -> ConvAutocast {
+    let dtype = (dtype != candle_core::DType::F32).then_some(dtype);
+    ConvAutocast {
+        prev: CONV_AUTOCAST.with(|c| c.replace(dtype)),
+    }
+}
+
+impl Drop for ConvAutocast {
+    fn drop(&mut self) {
+        CONV_AUTOCAST.with(|c| c.set(self.prev));
+    }
+}
+
+/// The dtype f32 convolutions compute in on this thread (`None`: f32).
+pub fn conv_autocast_dtype() -> Option<candle_core::DType> {
+    CONV_AUTOCAST.with(|c| c.get())
+}

@@ -43,7 +43,10 @@ pub use activation::{leaky_relu, leaky_relu_reference};
 pub use conv::{
     col2im, conv2d, conv2d_bias, conv2d_chunked, im2col, Conv2d, Conv2dGeometry, CONV_SCRATCH_BYTES,
 };
-pub use conv_settings::{conv_benchmark, conv_tf32, set_conv_benchmark, set_conv_tf32};
+pub use conv_settings::{
+    conv_autocast, conv_autocast_dtype, conv_benchmark, conv_tf32, set_conv_benchmark,
+    set_conv_tf32, ConvAutocast,
+};
 pub use cpu_conv::conv_chunk_len;
 pub use group_norm::{group_norm, group_norm_reference};
 pub use slots::{swap_condition, swap_condition_reference};

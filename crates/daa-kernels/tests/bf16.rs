@@ -88,3 +88,43 @@ fn swap_condition_bf16_is_exact_on_rounded_inputs() -> Result<()> {
     assert_eq!(rel_diff(&ours, &f32s)?, 0.0);
     Ok(())
 }
+
+/// Conv autocast: an f32 conv under `conv_autocast(BF16)` equals the f32 conv of the inputs
+/// rounded to bf16 with its output rounded to bf16, returns f32 with f32 gradients, differs
+/// from the plain f32 conv, and ends with the guard.
+#[test]
+fn conv_autocast_computes_in_bf16_and_returns_f32() -> Result<()> {
+    let dev = Device::Cpu;
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 5, 9, 7), &dev)?)?;
+    let w = Var::from_tensor(&Tensor::randn(0f32, 0.3, (4, 5, 3, 3), &dev)?)?;
+    let b = Var::from_tensor(&Tensor::randn(0f32, 1., 4, &dev)?)?;
+    let plain = daa_kernels::conv2d_bias(&x, &w, &b, 1, 1)?;
+    let cast = {
+        let _guard = daa_kernels::conv_autocast(DType::BF16);
+        assert_eq!(daa_kernels::conv_autocast_dtype(), Some(DType::BF16));
+        daa_kernels::conv2d_bias(&x, &w, &b, 1, 1)?
+    };
+    assert_eq!(
+        daa_kernels::conv_autocast_dtype(),
+        None,
+        "the guard restores"
+    );
+    assert_eq!(cast.dtype(), DType::F32);
+    let round = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
+    let expect = (round(&daa_kernels::conv2d(&round(&x)?, &round(&w)?, 1, 1)?)?
+        .broadcast_add(&b.reshape((1, 4, 1, 1))?))?;
+    assert!(rel_diff(&cast, &expect)? < 1e-6, "autocast = rounded conv");
+    let d = rel_diff(&cast, &plain)?;
+    assert!(
+        d > 0.0 && d < 2e-2,
+        "bf16 differs from f32 within rounding: {d}"
+    );
+    let grads = cast.sqr()?.sum_all()?.backward()?;
+    for v in [&x, &w, &b] {
+        let g = grads
+            .get(v.as_tensor())
+            .ok_or_else(|| candle_core::Error::Msg("no gradient".into()))?;
+        assert_eq!(g.dtype(), DType::F32);
+    }
+    Ok(())
+}

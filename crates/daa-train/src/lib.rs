@@ -45,8 +45,8 @@ pub use checkpoint::{
 };
 pub use config::{
     arch, arch_names, backbone, backbone_names, AdaptationSettings, DataSpec, EvalConfig,
-    LossSettings, Method, OptimConfig, Overrides, Scale, ScheduleConfig, TargetSpec, TrainConfig,
-    PRESETS,
+    LossSettings, Method, OptimConfig, Overrides, Precision, Scale, ScheduleConfig, TargetSpec,
+    TrainConfig, PRESETS,
 };
 /// The value range a run trains in (`TrainConfig::range`), from `daa-diffusion`.
 pub use daa_diffusion::ValueRange;

@@ -11,7 +11,7 @@ use daa_diffusion::{AdaptationLoss, CondUNet, LambdaRamp, ValueRange};
 use crate::dann::{Dann, DomainClassifier};
 use crate::seeds::{self, Salt};
 use crate::step::{dann_step_losses, step_losses, Adaptation, Batch, LossParts};
-use crate::{seeded_var_builder, Adam, Error, Method, Result, TrainConfig};
+use crate::{seeded_var_builder, Adam, Error, Method, Precision, Result, TrainConfig};
 
 /// The diffusion network, its loss and its variables.
 pub struct Diffusion {
@@ -72,6 +72,7 @@ pub struct Models {
     dann_ramp: LambdaRamp,
     batch_size: usize,
     range: ValueRange,
+    precision: Precision,
 }
 
 /// The trained variables of `varmap`, named `{prefix}{name}`. BatchNorm's running statistics
@@ -201,6 +202,7 @@ impl Models {
             },
             batch_size: cfg.batch_size,
             range: cfg.range,
+            precision: cfg.precision,
         })
     }
 
@@ -233,6 +235,12 @@ impl Models {
             ramp: self.ramp,
         });
         let batch = batch.from_unit(self.range)?;
+        // bf16: the convolutions of the forward pass (and so of its backward) compute in bf16;
+        // weights, Adam, GroupNorm statistics and the losses stay f32 (docs/cuda.md).
+        let _autocast = match self.precision {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(daa_kernels::conv_autocast(DType::BF16)),
+        };
         let samples_seen = (step * self.batch_size) as u64;
         let parts = match &self.dann {
             Some(d) => dann_step_losses(

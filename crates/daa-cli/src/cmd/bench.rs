@@ -2,7 +2,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use daa_train::{Batch, Method, Models, TrainConfig};
+use daa_train::{Batch, Method, Models, Precision, TrainConfig};
 
 /// Flags of `daa bench`: times full training steps (forward, backward, Adam) on random data,
 /// through the same model pair and step as `daa train`. Prints one JSON line per method with
@@ -23,6 +23,9 @@ pub struct Args {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Arithmetic of the convolutions: f32 or bf16 (see `daa train --precision`).
+    #[arg(long, default_value = "f32", value_parser = clap::builder::PossibleValuesParser::new(Precision::names()))]
+    precision: String,
 }
 
 impl Args {
@@ -44,6 +47,7 @@ impl Args {
             }
             let cfg = TrainConfig {
                 method,
+                precision: self.precision.parse()?,
                 ..base.clone()
             };
             let mut models = Models::new(&cfg, device)?;
@@ -72,7 +76,7 @@ impl Args {
             {
                 println!(
                     "{}",
-                    serde_json::json!({"impl": "daa", "threads": candle_core::utils::get_num_threads(), "preset": self.preset, "method": method.name(), "median_ms": (median * 100.0).round() / 100.0, "peak_rss_mb": peak_rss_mb()})
+                    serde_json::json!({"impl": "daa", "threads": candle_core::utils::get_num_threads(), "preset": self.preset, "method": method.name(), "precision": self.precision, "median_ms": (median * 100.0).round() / 100.0, "peak_rss_mb": peak_rss_mb()})
                 );
             }
         }

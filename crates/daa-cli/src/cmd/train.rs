@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use daa_train::{Event, Method, Overrides, TrainConfig, ValueRange, PRESETS};
+use daa_train::{Event, Method, Overrides, Precision, TrainConfig, ValueRange, PRESETS};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Flags of `daa train`. Settings come from `--preset` (default `denoise`) or `--config`,
@@ -69,6 +69,11 @@ pub struct Args {
     /// signed ([-1, 1], its for deraining and deblurring). Default: the preset's.
     #[arg(long, value_parser = ["unit", "signed"])]
     range: Option<String>,
+    /// Arithmetic of the convolutions: f32, or bf16 (convs forward and backward in bf16 through
+    /// autocast; weights, Adam, GroupNorm statistics and losses stay f32; docs/cuda.md). bf16
+    /// is for GPUs: on a CPU it rounds around an f32 conv and is slower. Default: f32.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Precision::names()))]
+    precision: Option<String>,
     /// Target-domain ("real") training inputs: a folder of degraded images, no references.
     #[arg(long)]
     real_dir: Option<PathBuf>,
@@ -138,6 +143,7 @@ impl Args {
                 Some("unit") => Some(ValueRange::Unit),
                 Some(other) => anyhow::bail!("unknown --range {other:?} (use unit or signed)"),
             },
+            precision: self.precision.as_deref().map(str::parse).transpose()?,
             real_dir: self.real_dir.clone(),
             lambda_max: self.lambda,
             ramp_steps: self.ramp_steps,

@@ -9,6 +9,6 @@ mod validate;
 pub use overrides::Overrides;
 pub use presets::{arch, arch_names, backbone, backbone_names, Scale, PRESETS};
 pub use types::{
-    AdaptationSettings, DataSpec, EvalConfig, LossSettings, Method, OptimConfig, ScheduleConfig,
-    TargetSpec, TrainConfig,
+    AdaptationSettings, DataSpec, EvalConfig, LossSettings, Method, OptimConfig, Precision,
+    ScheduleConfig, TargetSpec, TrainConfig,
 };

@@ -32,6 +32,8 @@ pub struct Overrides {
     pub method: Option<Method>,
     /// The value range the networks train in.
     pub range: Option<daa_diffusion::ValueRange>,
+    /// The arithmetic of the convolutions.
+    pub precision: Option<super::types::Precision>,
     /// Target-domain inputs: a folder of real degraded images.
     pub real_dir: Option<PathBuf>,
     /// Final weight of the noise loss.
@@ -106,6 +108,7 @@ impl Overrides {
         set(&mut cfg.eval.every, &self.eval_every);
         set(&mut cfg.method, &self.method);
         set(&mut cfg.range, &self.range);
+        set(&mut cfg.precision, &self.precision);
     }
 
     fn apply_adaptation(&self, cfg: &mut TrainConfig) -> Result<()> {

@@ -10,8 +10,8 @@ use daa_degrade::{Degradation, SmallImagePolicy};
 use daa_diffusion::{CondUNetConfig, ValueRange};
 
 use super::types::{
-    AdaptationSettings, DataSpec, EvalConfig, LossSettings, Method, OptimConfig, ScheduleConfig,
-    TargetSpec, TrainConfig,
+    AdaptationSettings, DataSpec, EvalConfig, LossSettings, Method, OptimConfig, Precision,
+    ScheduleConfig, TargetSpec, TrainConfig,
 };
 use crate::dann::DannSettings;
 use crate::metrics::MetricConfig;
@@ -216,6 +216,7 @@ impl TrainConfig {
             method: Method::Da,
             backbone: BackboneConfig::UNet(UNetConfig::cpu()),
             range: ValueRange::Unit,
+            precision: Precision::F32,
             adaptation: AdaptationSettings {
                 diffusion: CondUNetConfig::cpu(),
                 schedule: ScheduleConfig::paper(),
@@ -298,6 +299,7 @@ impl TrainConfig {
         Self {
             preset: preset.into(),
             range: ValueRange::Signed,
+            precision: Precision::F32,
             adaptation: AdaptationSettings {
                 target: TargetSpec::Synthetic {
                     clean_dir: embedded("photos/train"),
@@ -357,6 +359,7 @@ impl TrainConfig {
             preset: preset.into(),
             backbone: BackboneConfig::UNet(UNetConfig::paper()),
             range: ValueRange::Signed,
+            precision: Precision::F32,
             adaptation: AdaptationSettings {
                 diffusion: CondUNetConfig::paper(),
                 ramp_samples: 300 * epoch,

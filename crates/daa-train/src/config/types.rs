@@ -302,6 +302,41 @@ pub struct EvalConfig {
     pub every: usize,
 }
 
+/// The arithmetic of a run's convolutions (`--precision`). Weights, Adam's state, GroupNorm
+/// statistics, the noise schedule and every loss stay f32 either way; checkpoints are f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in f32 (on CUDA, cuDNN may use TF32 unless `DAA_CUDNN_TF32=0`).
+    #[default]
+    F32,
+    /// Convolutions (forward and backward) in bf16 through conv autocast
+    /// (`daa_kernels::conv_autocast`): tensor cores on CUDA; on the CPU, inputs and outputs
+    /// rounded to bf16 around an f32 conv (slower than f32: for checking, not for speed).
+    Bf16,
+}
+
+impl Precision {
+    /// The names `--precision` takes.
+    pub fn names() -> [&'static str; 2] {
+        ["f32", "bf16"]
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(Error::Config(format!(
+                "unknown precision {other:?} (use f32 or bf16)"
+            ))),
+        }
+    }
+}
+
 /// The range of configs and checkpoints written before the range was a setting.
 pub(crate) fn unit_range() -> ValueRange {
     ValueRange::Unit
@@ -323,6 +358,9 @@ pub struct TrainConfig {
     /// checkpoint. Configs written before the setting existed read as `unit`.
     #[serde(default = "unit_range")]
     pub range: ValueRange,
+    /// The arithmetic of the convolutions (default f32; configs without it read as f32).
+    #[serde(default)]
+    pub precision: Precision,
     /// Noise-space adaptation (ignored by `vanilla`).
     pub adaptation: AdaptationSettings,
     /// Training pairs (the source domain).
