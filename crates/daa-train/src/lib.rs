@@ -46,7 +46,7 @@ pub use config::{
     PRESETS,
 };
 pub use data::{open_eval, open_pairs, OpenOptions, TrainData};
-pub use engine::{train, train_until, TrainSummary};
+pub use engine::{train, train_until, TrainSummary, WEIGHT_LIMIT};
 pub use error::{Error, Result};
 pub use eval::{evaluate, EvalReport, ImageScores, Scores};
 pub use events::Event;
