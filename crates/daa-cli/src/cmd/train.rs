@@ -8,6 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Flags of `daa train`. Settings come from `--preset` (default `denoise`) or `--config`,
 /// then each flag given overrides one field. The resolved config is saved in the run folder.
 #[derive(clap::Args)]
+// `--steps -1` and `--lr -1` reach the value parser and the config check, which name the flag
+// and the value, instead of reading as an unknown argument `-1`.
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// A named preset: denoise (DA on a CPU, embedded photos), denoise-vanilla (its supervised
     /// baseline), denoise-paper (the paper's networks, GPU scale), smoke (tests).
