@@ -184,6 +184,7 @@ impl Trainer<'_> {
                     )));
                 }
             }
+            self.log.progress(done, cfg.steps);
             if cfg.eval.every > 0 && done % cfg.eval.every == 0 && done != cfg.steps {
                 self.evaluate(done, None)?;
             }

@@ -94,6 +94,11 @@ impl<'a> RunLog<'a> {
         Ok(())
     }
 
+    /// Step `step` of `total_steps` is done (every step, for progress bars).
+    pub(crate) fn progress(&mut self, step: usize, total_steps: usize) {
+        (self.on_event)(&Event::Progress { step, total_steps });
+    }
+
     /// A step was skipped (non-finite loss or gradient), `in_a_row` so far.
     pub(crate) fn skipped(&mut self, step: usize, total: f64, in_a_row: usize) {
         tracing::warn!(
