@@ -12,6 +12,7 @@ use crate::data::{open_eval, spawn_producer, Batches, TrainData};
 use crate::log::RunLog;
 use crate::model::Models;
 use crate::run_dir::{RunDir, TrainState};
+use crate::tensorboard::EventWriter;
 use crate::{evaluate, Error, EvalReport, Event, Result, TileConfig, TrainConfig};
 
 /// What a finished run reports.
@@ -86,7 +87,8 @@ pub fn train_until(
         eval_data,
         state,
         last_checkpoint,
-        log: RunLog::new(metrics, run_dir.join("metrics.jsonl"), on_event),
+        log: RunLog::new(metrics, run_dir.join("metrics.jsonl"), on_event)
+            .with_tensorboard(EventWriter::create(run_dir, state.step)?),
     };
     trainer.log.started(
         state.step,

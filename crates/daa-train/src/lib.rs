@@ -38,6 +38,7 @@ mod restore;
 mod run_dir;
 mod seeds;
 mod step;
+pub mod tensorboard;
 
 pub use checkpoint::{load_restorer, save_restorer, write_atomic, RESTORER_FORMAT};
 pub use config::{
