@@ -66,10 +66,7 @@ pub struct SummaryValue {
 impl SummaryValue {
     /// The scalar, `None` when the value is of another kind (or absent).
     pub fn simple_value(&self) -> Option<f32> {
-        match self.value {
-            Some(Value::SimpleValue(v)) => Some(v),
-            None => None,
-        }
+        self.value.as_ref().map(|Value::SimpleValue(v)| *v)
     }
 }
 
@@ -226,6 +223,8 @@ mod tests {
         // CRC32C's check value (RFC 3720): crc32c("123456789") = 0xE3069283.
         assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
         let crc = 0xE306_9283u32;
+        // The mask as TensorFlow's crc32c.h writes it, shifts and all, to check ours.
+        #[allow(clippy::manual_rotate)]
         let masked = ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8);
         assert_eq!(masked_crc(b"123456789"), masked);
     }

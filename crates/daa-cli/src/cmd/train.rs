@@ -308,7 +308,7 @@ impl TrainProgress {
     fn step(&mut self, step: usize) {
         self.bar.set_position(step as u64);
         let every = (self.total / 10).max(1);
-        if self.bar.is_hidden() && (step % every == 0 || step == self.total) {
+        if self.bar.is_hidden() && (step.is_multiple_of(every) || step == self.total) {
             let eta = self.eta(step).map_or("?".into(), hms);
             let latest = match self.latest.is_empty() {
                 true => String::new(),
