@@ -331,3 +331,81 @@ pub(crate) fn weight_problem(models: &Models) -> Result<Option<String>> {
         false => format!("left non-finite weights in {}", names[i]),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets the first value of the variable `name` of the restorer to `v`.
+    fn poke(models: &Models, name: &str, v: f32) -> Result<()> {
+        let data = models
+            .restorer_vars
+            .data()
+            .lock()
+            .map_err(|_| Error::Poisoned("variable map"))?;
+        let var = &data[name];
+        let mut values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        values[0] = v;
+        let t = candle_core::Tensor::from_vec(values, var.shape(), var.device())?;
+        var.set(&t)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_weight_check_names_nan_infinity_and_exploded_tensors() -> Result<()> {
+        let cfg = TrainConfig::smoke();
+        let models = Models::new(&cfg, &Device::Cpu)?;
+        assert_eq!(weight_problem(&models)?, None, "fresh weights are healthy");
+        let name = {
+            let data = models
+                .restorer_vars
+                .data()
+                .lock()
+                .map_err(|_| Error::Poisoned("variable map"))?;
+            let mut names: Vec<String> = data.keys().cloned().collect();
+            names.sort();
+            names[0].clone()
+        };
+        for (v, says) in [
+            (2.0 * WEIGHT_LIMIT, "sent the weights to 2.000e4"),
+            (f32::NAN, "non-finite"),
+            (f32::INFINITY, "non-finite"),
+            (-f32::INFINITY, "non-finite"),
+        ] {
+            poke(&models, &name, v)?;
+            let problem = weight_problem(&models)?.unwrap_or_default();
+            assert!(
+                problem.contains(says) && problem.contains(&format!("restorer.{name}")),
+                "{v}: {problem}"
+            );
+        }
+        poke(&models, &name, 0.5 * WEIGHT_LIMIT)?;
+        assert_eq!(weight_problem(&models)?, None, "within the limit");
+        Ok(())
+    }
+
+    /// The check's cost next to a step's (run by hand: `-- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn time_the_weight_check() -> Result<()> {
+        for cfg in [TrainConfig::denoise(), TrainConfig::denoise_paper()] {
+            let models = Models::new(&cfg, &Device::Cpu)?;
+            weight_problem(&models)?;
+            let t = std::time::Instant::now();
+            for _ in 0..5 {
+                weight_problem(&models)?;
+            }
+            let params = parameter_count(&models.restorer_vars)
+                + models
+                    .diffusion
+                    .as_ref()
+                    .map_or(0, |d| parameter_count(&d.varmap));
+            println!(
+                "{}: {params} weights, {:.1} ms per check",
+                cfg.preset,
+                t.elapsed().as_secs_f64() * 200.0
+            );
+        }
+        Ok(())
+    }
+}
