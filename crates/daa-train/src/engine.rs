@@ -384,7 +384,7 @@ mod tests {
         Ok(())
     }
 
-    /// The check's cost next to a step's (run by hand: `-- --ignored --nocapture`).
+    /// The check's cost next to a step's (run by hand: `-- --ignored --nocapture`; stderr).
     #[test]
     #[ignore]
     fn time_the_weight_check() -> Result<()> {
@@ -400,7 +400,7 @@ mod tests {
                     .diffusion
                     .as_ref()
                     .map_or(0, |d| parameter_count(&d.varmap));
-            println!(
+            eprintln!(
                 "{}: {params} weights, {:.1} ms per check",
                 cfg.preset,
                 t.elapsed().as_secs_f64() * 200.0
