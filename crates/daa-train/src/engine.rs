@@ -75,7 +75,9 @@ pub fn train_until(
             best_psnr: None,
         },
     };
-    let metrics = run.open_metrics(saved.map(|s| s.step))?;
+    // A fresh run drops the lines of an earlier run here that stopped before its first
+    // checkpoint (it diverged, or the data failed), so the log holds this run only.
+    let metrics = run.open_metrics(Some(saved.map_or(0, |s| s.step)))?;
     // On resume, the checkpoint loaded is the last one kept.
     let last_checkpoint =
         saved.map(|s| run.checkpoint_path(crate::CheckpointKind::Restorer, s.step));
@@ -167,14 +169,15 @@ impl Trainer<'_> {
             let done = step + 1;
             if outcome.applied {
                 nonfinite = 0;
+                // The step's losses (of the weights before it) are logged either way.
+                let log_now = done % cfg.log_every == 0 || done == cfg.steps;
+                self.log
+                    .step(done, cfg.steps, &outcome, cfg.optim.lr, log_now)?;
                 // A step can leave finite losses and gradients yet send the weights to 1e30
                 // (a huge learning rate): stop before anything is evaluated or saved.
                 if let Some(bad) = weight_problem(&self.models)? {
                     return Err(self.diverged(format!("step {done} {bad}")));
                 }
-                let log_now = done % cfg.log_every == 0 || done == cfg.steps;
-                self.log
-                    .step(done, cfg.steps, &outcome, cfg.optim.lr, log_now)?;
             } else {
                 // The weights are those of the last applied step, which passed the check
                 // above: evaluating and saving them below is safe.

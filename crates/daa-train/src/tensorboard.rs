@@ -158,9 +158,10 @@ pub struct EventWriter {
 impl EventWriter {
     /// Creates `dir/events.out.tfevents.<unix time>.daa.<pid>.<n>` (a new file per session: a
     /// resumed run adds one, which TensorBoard reads with the earlier ones) and writes the
-    /// file-version event; when resuming at `start_step` > 0, a session start at the step
-    /// after it: TensorBoard then drops the values of that step and later from the files it
-    /// read before, i.e. what an earlier session logged past the checkpoint resumed from.
+    /// file-version event and a session start at the step after `start_step` (the step
+    /// resumed from, 0 for a new run): TensorBoard then drops the values of that step and
+    /// later from the files it read before, i.e. what an earlier session logged past the
+    /// checkpoint resumed from (or all of an earlier run that failed before its first one).
     pub fn create(dir: &Path, start_step: usize) -> Result<Self> {
         // Two writers of one process in one second (a run, then its resume, in one test)
         // still get two names; TensorBoard reads a folder's files in name order.
@@ -178,9 +179,7 @@ impl EventWriter {
             .map_err(|e| Error::io(&path, e))?;
         let mut w = Self { file, path };
         w.write(0, What::FileVersion("brain.Event:2".into()))?;
-        if start_step > 0 {
-            w.write(start_step + 1, What::SessionLog(SessionLog { status: 1 }))?;
-        }
+        w.write(start_step + 1, What::SessionLog(SessionLog { status: 1 }))?;
         Ok(w)
     }
 
@@ -256,15 +255,20 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let bytes = std::fs::read(w.path()).unwrap_or_else(|e| panic!("{e}"));
         let events = read_events(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(events.len(), 2);
+        assert_eq!(events.len(), 3);
+        assert_eq!(
+            events[1].what,
+            Some(What::SessionLog(SessionLog { status: 1 }))
+        );
+        assert_eq!(events[1].step, 1);
         assert_eq!(
             events[0].what,
             Some(What::FileVersion("brain.Event:2".into()))
         );
-        let Some(What::Summary(s)) = &events[1].what else {
-            panic!("{:?}", events[1])
+        let Some(What::Summary(s)) = &events[2].what else {
+            panic!("{:?}", events[2])
         };
-        assert_eq!(events[1].step, 3);
+        assert_eq!(events[2].step, 3);
         let tags: Vec<(&str, Option<f32>)> = s
             .value
             .iter()
@@ -276,7 +280,7 @@ mod tests {
         );
         // A 0 is written, not left out as a proto3 default: the lambda value's bytes end in
         // field 2 (32-bit, 0x15) and four zero bytes.
-        let rec = &read_records(&bytes).unwrap_or_default()[1];
+        let rec = &read_records(&bytes).unwrap_or_default()[2];
         assert!(rec.ends_with(&[b'a', 0x15, 0, 0, 0, 0]), "{rec:?}");
         // The version event's bytes as protobuf writes them: field 1 (double), 2 (varint 0
         // omitted), 3 (string of 13 bytes).

@@ -109,3 +109,52 @@ fn the_error_names_the_last_checkpoint_kept_which_exists() {
         .unwrap_or_default();
     assert!(err.contains("no checkpoint was written"), "{err}");
 }
+
+/// `(step, loss_total)` of each training line of metrics.jsonl.
+fn losses(dir: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_u64()?, v["loss_total"].as_f64()?)))
+        .collect()
+}
+
+#[test]
+fn a_new_run_after_one_that_diverged_logs_itself_only() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (reused, clean) = (dir.path().join("reused"), dir.path().join("clean"));
+    let mut bad = TrainConfig {
+        steps: 3,
+        ..TrainConfig::smoke()
+    };
+    bad.optim.lr = 1e30;
+    assert!(train(&bad, &reused, &Device::Cpu, false, &mut |_| {}).is_err());
+    assert!(!losses(&reused).is_empty(), "the failed run logged step 1");
+    // No checkpoint was kept, so a new run may use the folder; its log must not start with
+    // the failed run's lines.
+    let good = TrainConfig {
+        steps: 3,
+        ..TrainConfig::smoke()
+    };
+    for d in [&reused, &clean] {
+        train(&good, d, &Device::Cpu, false, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(losses(&reused), losses(&clean));
+    // TensorBoard: the new session starts at step 1, which drops the failed run's events.
+    let newest = std::fs::read_dir(&reused)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("tfevents"))
+        .max()
+        .unwrap_or_default();
+    let bytes = std::fs::read(&newest).unwrap_or_else(|e| panic!("{newest:?}: {e}"));
+    let events = daa_train::tensorboard::read_events(&bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(&events[1].what, Some(daa_train::tensorboard::What::SessionLog(l)) if l.status == 1)
+            && events[1].step == 1,
+        "{:?}",
+        events[1]
+    );
+}
