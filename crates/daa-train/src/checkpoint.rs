@@ -11,15 +11,32 @@ use crate::{Error, Result};
 /// The `daa.format` metadata value of a restorer checkpoint written by daa.
 pub const RESTORER_FORMAT: &str = "daa-restorer-v1";
 
-/// Writes a file atomically: `write` fills a temporary file beside `path`, which is synced and
-/// then renamed over `path`. On any failure the temporary file is removed and whatever was at
-/// `path` before stays intact.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+/// At most this many bytes of the target's name go into its temporary name, so the
+/// temporary name stays short (under 80 bytes) whatever the target's length: a name of
+/// 245-255 bytes, legal itself, must not fail on a temporary name past the 255-byte limit.
+const TMP_NAME_PREFIX: usize = 32;
+
+/// The temporary file beside `path` that [`write_atomic`] fills:
+/// `.{first 32 bytes of the name}.{pid}.{n}.tmp`, unique per process and call.
+fn tmp_path(path: &Path) -> std::path::PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let mut keep = name.len().min(TMP_NAME_PREFIX);
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!(".{}.{}.{n}.tmp", &name[..keep], std::process::id()))
+}
+
+/// Writes a file atomically: `write` fills a temporary file beside `path` (a short name, see
+/// [`TMP_NAME_PREFIX`]), which is synced and then renamed over `path`. On any failure the
+/// temporary file is removed and whatever was at `path` before stays intact.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = tmp_path(path);
     let result = write(&tmp).and_then(|()| {
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
@@ -190,4 +207,48 @@ pub fn load_restorer(
     load_into(&varmap, path, device)?;
     crate::checkpoint_check::check_finite(path, &varmap)?;
     Ok((cfg, net, varmap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_short_whatever_the_target_name() {
+        for name in [
+            "a".to_string(),
+            "restorer-best.safetensors".to_string(),
+            format!("{}.safetensors", "r".repeat(243)),
+            "é".repeat(127),
+        ] {
+            let tmp = tmp_path(&Path::new("/x").join(&name));
+            let n = tmp.file_name().map_or(usize::MAX, |n| n.len());
+            assert!(n < 80, "{} bytes: {n}", name.len());
+            assert!(tmp.to_string_lossy().ends_with(".tmp"));
+        }
+        let p = Path::new("/x/y.json");
+        assert_ne!(
+            tmp_path(p),
+            tmp_path(p),
+            "two writes never share a temporary file"
+        );
+    }
+
+    #[test]
+    fn a_255_byte_name_is_written_atomically() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        // 255 bytes: the longest name ext4, tmpfs, XFS and btrfs allow.
+        let path = dir.path().join(format!("{}.safetensors", "r".repeat(243)));
+        assert_eq!(path.file_name().map(|n| n.len()), Some(255));
+        for text in ["first", "second"] {
+            write_atomic(&path, |tmp| {
+                std::fs::write(tmp, text).map_err(|e| Error::io(tmp, e))
+            })?;
+            let read = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            assert_eq!(read, text);
+        }
+        let entries = std::fs::read_dir(dir.path()).map_err(|e| Error::io("dir", e))?;
+        assert_eq!(entries.count(), 1, "no temporary file left");
+        Ok(())
+    }
 }

@@ -12,6 +12,7 @@ use crate::data::{open_eval, spawn_producer, Batches, TrainData};
 use crate::log::RunLog;
 use crate::model::Models;
 use crate::run_dir::{RunDir, TrainState};
+use crate::tensorboard::EventWriter;
 use crate::{evaluate, Error, EvalReport, Event, Result, TileConfig, TrainConfig};
 
 /// What a finished run reports.
@@ -74,7 +75,12 @@ pub fn train_until(
             best_psnr: None,
         },
     };
-    let metrics = run.open_metrics(saved.map(|s| s.step))?;
+    // A fresh run drops the lines of an earlier run here that stopped before its first
+    // checkpoint (it diverged, or the data failed), so the log holds this run only.
+    let metrics = run.open_metrics(Some(saved.map_or(0, |s| s.step)))?;
+    // On resume, the checkpoint loaded is the last one kept.
+    let last_checkpoint =
+        saved.map(|s| run.checkpoint_path(crate::CheckpointKind::Restorer, s.step));
     let mut trainer = Trainer {
         cfg,
         run,
@@ -82,8 +88,9 @@ pub fn train_until(
         models,
         eval_data,
         state,
-        last_checkpoint: None,
-        log: RunLog::new(metrics, run_dir.join("metrics.jsonl"), on_event),
+        last_checkpoint,
+        log: RunLog::new(metrics, run_dir.join("metrics.jsonl"), on_event)
+            .with_tensorboard(EventWriter::create(run_dir, state.step)?),
     };
     trainer.log.started(
         state.step,
@@ -160,18 +167,29 @@ impl Trainer<'_> {
             let batch = batches.next(self.device)?;
             let outcome = self.models.train_step(&batch, step, cfg.seed)?;
             let done = step + 1;
-            if !outcome.applied {
+            if outcome.applied {
+                nonfinite = 0;
+                // The step's losses (of the weights before it) are logged either way.
+                let log_now = done % cfg.log_every == 0 || done == cfg.steps;
+                self.log
+                    .step(done, cfg.steps, &outcome, cfg.optim.lr, log_now)?;
+                // A step can leave finite losses and gradients yet send the weights to 1e30
+                // (a huge learning rate): stop before anything is evaluated or saved.
+                if let Some(bad) = weight_problem(&self.models)? {
+                    return Err(self.diverged(format!("step {done} {bad}")));
+                }
+            } else {
+                // The weights are those of the last applied step, which passed the check
+                // above: evaluating and saving them below is safe.
                 nonfinite += 1;
                 self.log.skipped(done, outcome.total(), nonfinite);
                 if nonfinite >= cfg.max_nonfinite_steps {
-                    return Err(Error::Diverged(format!("{nonfinite} non-finite losses in a row at step {done}; lower the learning rate")));
+                    return Err(self.diverged(format!(
+                        "{nonfinite} non-finite losses in a row at step {done}"
+                    )));
                 }
-                continue;
             }
-            nonfinite = 0;
-            let log_now = done % cfg.log_every == 0 || done == cfg.steps;
-            self.log
-                .step(done, cfg.steps, &outcome, cfg.optim.lr, log_now)?;
+            self.log.progress(done, cfg.steps);
             if cfg.eval.every > 0 && done % cfg.eval.every == 0 && done != cfg.steps {
                 self.evaluate(done, None)?;
             }
@@ -180,6 +198,16 @@ impl Trainer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The error of a run that diverged for `why`, naming the last checkpoint kept (written
+    /// before the weights went bad) so that the last line names a file that exists.
+    fn diverged(&self, why: String) -> Error {
+        let kept = match &self.last_checkpoint {
+            Some(p) => format!("the last checkpoint kept is {}", p.display()),
+            None => "no checkpoint was written".to_string(),
+        };
+        Error::Diverged(format!("{why}; {kept}; lower the learning rate"))
     }
 
     /// Stop requested before `step`: save where we are (unless that step is already saved).
@@ -206,6 +234,13 @@ impl Trainer<'_> {
         )?;
         self.log.evaluated(step, &report)?;
         let psnr = report.mean_restored.psnr;
+        // Weights within the bound can still restore to NaN; such a run has failed, and a NaN
+        // score must never become the best.
+        if !psnr.is_finite() {
+            return Err(self.diverged(format!(
+                "at step {step} the held-out PSNR is {psnr}: the restorer's output is not finite"
+            )));
+        }
         if self.state.best_psnr.is_none_or(|b| psnr > b) {
             self.state.best_psnr = Some(psnr);
             self.run.save_best(&self.models, cfg)?;
@@ -245,5 +280,136 @@ impl Trainer<'_> {
             final_eval: report,
             checkpoint,
         })
+    }
+}
+
+/// The largest magnitude a weight of a healthy run reaches. Trained image-restoration and
+/// diffusion weights stay within about 10 (BatchNorm's running variances of [0, 1] images
+/// within about 100); 1e4 leaves a wide margin, and divergence goes far past it (1e30 after one
+/// step at `--lr 1e30`).
+pub const WEIGHT_LIMIT: f32 = 1e4;
+
+/// What is wrong with the weights of `models`, if anything: a non-finite value, or a magnitude
+/// past [`WEIGHT_LIMIT`], with the tensor it is in. Every variable of the restorer and the
+/// diffusion network is checked (the EMA is an average of the restorer's), in one device sync.
+pub(crate) fn weight_problem(models: &Models) -> Result<Option<String>> {
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    let maps = std::iter::once(("restorer.", &models.restorer_vars))
+        .chain(models.diffusion.as_ref().map(|d| ("diffusion.", &d.varmap)));
+    for (prefix, varmap) in maps {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Poisoned("variable map"))?;
+        for (name, var) in data.iter() {
+            let abs = var.as_tensor().abs()?.flatten_all()?;
+            // max ignores NaN on some devices; 0 * sum(|w|) is NaN when any value is NaN or
+            // infinite (or the sum overflows, which only exploded weights do).
+            let max = abs.max(0)?;
+            let probe = (abs.sum(0)? * 0.0)?;
+            values.push((max + probe)?.to_dtype(candle_core::DType::F32)?);
+            names.push(format!("{prefix}{name}"));
+        }
+    }
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let values = candle_core::Tensor::stack(&values, 0)?.to_vec1::<f32>()?;
+    let worst = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .or_else(|| {
+            values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v > WEIGHT_LIMIT)
+                .max_by(|a, b| a.1.total_cmp(b.1))
+        });
+    Ok(worst.map(|(i, v)| match v.is_finite() {
+        true => format!(
+            "sent the weights to {v:.3e} in {} (a healthy run stays below {WEIGHT_LIMIT:e})",
+            names[i]
+        ),
+        false => format!("left non-finite weights in {}", names[i]),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets the first value of the variable `name` of the restorer to `v`.
+    fn poke(models: &Models, name: &str, v: f32) -> Result<()> {
+        let data = models
+            .restorer_vars
+            .data()
+            .lock()
+            .map_err(|_| Error::Poisoned("variable map"))?;
+        let var = &data[name];
+        let mut values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        values[0] = v;
+        let t = candle_core::Tensor::from_vec(values, var.shape(), var.device())?;
+        var.set(&t)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_weight_check_names_nan_infinity_and_exploded_tensors() -> Result<()> {
+        let cfg = TrainConfig::smoke();
+        let models = Models::new(&cfg, &Device::Cpu)?;
+        assert_eq!(weight_problem(&models)?, None, "fresh weights are healthy");
+        let name = {
+            let data = models
+                .restorer_vars
+                .data()
+                .lock()
+                .map_err(|_| Error::Poisoned("variable map"))?;
+            let mut names: Vec<String> = data.keys().cloned().collect();
+            names.sort();
+            names[0].clone()
+        };
+        for (v, says) in [
+            (2.0 * WEIGHT_LIMIT, "sent the weights to 2.000e4"),
+            (f32::NAN, "non-finite"),
+            (f32::INFINITY, "non-finite"),
+            (-f32::INFINITY, "non-finite"),
+        ] {
+            poke(&models, &name, v)?;
+            let problem = weight_problem(&models)?.unwrap_or_default();
+            assert!(
+                problem.contains(says) && problem.contains(&format!("restorer.{name}")),
+                "{v}: {problem}"
+            );
+        }
+        poke(&models, &name, 0.5 * WEIGHT_LIMIT)?;
+        assert_eq!(weight_problem(&models)?, None, "within the limit");
+        Ok(())
+    }
+
+    /// The check's cost next to a step's (run by hand: `-- --ignored --nocapture`; stderr).
+    #[test]
+    #[ignore]
+    fn time_the_weight_check() -> Result<()> {
+        for cfg in [TrainConfig::denoise(), TrainConfig::denoise_paper()] {
+            let models = Models::new(&cfg, &Device::Cpu)?;
+            weight_problem(&models)?;
+            let t = std::time::Instant::now();
+            for _ in 0..5 {
+                weight_problem(&models)?;
+            }
+            let params = parameter_count(&models.restorer_vars)
+                + models
+                    .diffusion
+                    .as_ref()
+                    .map_or(0, |d| parameter_count(&d.varmap));
+            eprintln!(
+                "{}: {params} weights, {:.1} ms per check",
+                cfg.preset,
+                t.elapsed().as_secs_f64() * 200.0
+            );
+        }
+        Ok(())
     }
 }

@@ -27,6 +27,14 @@ pub enum Event {
         /// Wall seconds per step over the last interval.
         seconds_per_step: f64,
     },
+    /// A step finished (applied or skipped), sent after every step so a progress bar moves
+    /// between log intervals; [`Event::Step`] carries the losses.
+    Progress {
+        /// Steps done so far.
+        step: usize,
+        /// Total steps.
+        total_steps: usize,
+    },
     /// A non-finite loss: the step was skipped.
     SkippedStep {
         /// The step.

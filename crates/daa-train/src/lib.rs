@@ -39,6 +39,7 @@ mod restore;
 mod run_dir;
 mod seeds;
 mod step;
+pub mod tensorboard;
 
 pub use checkpoint::{
     load_restorer, restorer_range, save_restorer, write_atomic, RANGE_KEY, RESTORER_FORMAT,
@@ -52,7 +53,7 @@ pub use config::{
 pub use daa_diffusion::ValueRange;
 pub use dann::{domain_loss, gradient_reversal, Dann, DannSettings, DomainClassifier};
 pub use data::{open_eval, open_pairs, OpenOptions, TrainData};
-pub use engine::{train, train_until, TrainSummary};
+pub use engine::{train, train_until, TrainSummary, WEIGHT_LIMIT};
 pub use error::{Error, Result};
 pub use eval::{evaluate, EvalReport, ImageScores, Scores};
 pub use events::Event;

@@ -1,11 +1,12 @@
-//! The run's log: one sink that writes each record to `metrics.jsonl`, to `tracing` and to the
-//! caller's event callback, so the three never disagree.
+//! The run's log: one sink that writes each record to `metrics.jsonl`, to a TensorBoard event
+//! file, to `tracing` and to the caller's event callback, so they never disagree.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::model::StepOutcome;
+use crate::tensorboard::EventWriter;
 use crate::{Error, EvalReport, Event, Result};
 
 /// The log of one run.
@@ -15,6 +16,8 @@ pub(crate) struct RunLog<'a> {
     on_event: &'a mut dyn FnMut(&Event),
     since: Instant,
     steps_since: usize,
+    /// TensorBoard's copy of the scalars; `None` after a write failed (warned once).
+    events: Option<EventWriter>,
 }
 
 impl<'a> RunLog<'a> {
@@ -30,6 +33,27 @@ impl<'a> RunLog<'a> {
             on_event,
             since: Instant::now(),
             steps_since: 0,
+            events: None,
+        }
+    }
+
+    /// Also writes the scalars to this TensorBoard event file.
+    pub(crate) fn with_tensorboard(mut self, events: EventWriter) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Writes scalars to the event file. metrics.jsonl is the run's record: a failure here
+    /// is a warning, and the event file is not written again.
+    fn scalars(&mut self, step: usize, values: &[(String, f64)]) {
+        let Some(w) = self.events.as_mut() else {
+            return;
+        };
+        if let Err(e) = w.scalars(step, values) {
+            self.events = None;
+            self.warn(format!(
+                "TensorBoard events are no longer written (metrics.jsonl still is): {e}"
+            ));
         }
     }
 
@@ -75,6 +99,17 @@ impl<'a> RunLog<'a> {
         }
         line.insert("lr".into(), lr.into());
         line.insert("sec_per_step".into(), sps.into());
+        let mut scalars: Vec<(String, f64)> = outcome
+            .losses
+            .iter()
+            .map(|(k, v)| match *k {
+                "lambda" => ("lambda".to_string(), *v),
+                _ => (format!("loss/{k}"), *v),
+            })
+            .collect();
+        scalars.push(("lr".into(), lr));
+        scalars.push(("sec_per_step".into(), sps));
+        self.scalars(done, &scalars);
         tracing::info!(
             step = done,
             loss_total = outcome.total(),
@@ -94,6 +129,11 @@ impl<'a> RunLog<'a> {
         Ok(())
     }
 
+    /// Step `step` of `total_steps` is done (every step, for progress bars).
+    pub(crate) fn progress(&mut self, step: usize, total_steps: usize) {
+        (self.on_event)(&Event::Progress { step, total_steps });
+    }
+
     /// A step was skipped (non-finite loss or gradient), `in_a_row` so far.
     pub(crate) fn skipped(&mut self, step: usize, total: f64, in_a_row: usize) {
         tracing::warn!(
@@ -109,6 +149,16 @@ impl<'a> RunLog<'a> {
     pub(crate) fn evaluated(&mut self, step: usize, report: &EvalReport) -> Result<()> {
         let r = &report.mean_restored;
         tracing::info!(step, psnr = r.psnr, ssim = r.ssim, "eval");
+        let i = &report.mean_input;
+        self.scalars(
+            step,
+            &[
+                ("eval/psnr".into(), r.psnr),
+                ("eval/ssim".into(), r.ssim),
+                ("eval/input_psnr".into(), i.psnr),
+                ("eval/input_ssim".into(), i.ssim),
+            ],
+        );
         self.write(
             serde_json::json!({"step": step, "eval_psnr": r.psnr, "eval_ssim": r.ssim,
             "input_psnr": report.mean_input.psnr, "input_ssim": report.mean_input.ssim}),

@@ -5,6 +5,7 @@
 //! <run>/config.json                      the resolved TrainConfig
 //! <run>/train_state.json                 step and best PSNR of the last checkpoint (written last)
 //! <run>/metrics.jsonl                    one JSON object per logged step and evaluation
+//! <run>/events.out.tfevents.*            the same scalars for TensorBoard (one file per session)
 //! <run>/restorer-{step}.safetensors      periodic checkpoints (the last `keep_last` are kept)
 //! <run>/restorer-ema-{step}.safetensors  ... the EMA copy of the restorer (when on)
 //! <run>/diffusion-{step}.safetensors     ... the diffusion network (adaptation)

@@ -405,10 +405,8 @@ fn diverging_training_stops_with_a_message() {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(
-        err.contains("diverged") && err.contains("3 non-finite"),
-        "{err}"
-    );
+    // The weights go to 1e30 at step 1: caught there, before any non-finite loss.
+    assert!(err.contains("diverged") && err.contains("step 1"), "{err}");
 }
 
 #[test]

@@ -10,6 +10,8 @@ use daa_train::{
 
 /// Flags of `daa eval`.
 #[derive(clap::Args)]
+// `--sigma -5` reaches the degradation's range check (which names it), not an unknown argument.
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// Architecture for a checkpoint without daa metadata (e.g. converted by another tool):
     /// NAME-SCALE with NAME unet, dncnn or nafnet and SCALE tiny, cpu or paper (unet-paper,
@@ -30,15 +32,18 @@ pub struct Args {
     /// ...and clean targets (paired by file name).
     #[arg(long, requires = "input_dir")]
     target_dir: Option<PathBuf>,
-    /// Or: clean photos, degraded with AWGN of --sigma (default: the preset's held-out set).
+    /// Or: clean photos from this folder instead of the preset's held-out photos, degraded the
+    /// same way: like the preset's target domain (its camera noise, blur, ...), like its source
+    /// domain with --domain source, or with AWGN of --sigma.
     #[arg(long, conflicts_with = "input_dir")]
     clean_dir: Option<PathBuf>,
-    /// AWGN sigma (0..255) for --clean-dir; default: the preset's U[0, 75].
-    #[arg(long)]
+    /// Degrade the clean photos (the preset's or --clean-dir's) with AWGN of this sigma
+    /// (0..255, 8-bit units) instead of the preset's degradation; reported as domain "awgn".
+    #[arg(long, conflicts_with_all = ["domain", "input_dir"])]
     sigma: Option<f32>,
     /// With the preset's held-out photos: degrade them like its target ("real") domain, the
     /// default, or like its source (synthetic) domain.
-    #[arg(long, default_value = "target", value_parser = ["target", "source"])]
+    #[arg(long, default_value = "target", value_parser = ["target", "source"], conflicts_with = "input_dir")]
     domain: String,
     /// Print one JSON line with the means instead of the table (for scripts).
     #[arg(long)]
@@ -96,6 +101,16 @@ impl Args {
         })
     }
 
+    /// What the input images are, as `--json` reports it: `pairs` (--input-dir), `awgn`
+    /// (--sigma), else the preset's `target` or `source` degradation.
+    fn domain_label(&self) -> &str {
+        match (&self.input_dir, self.sigma) {
+            (Some(_), _) => "pairs",
+            (None, Some(_)) => "awgn",
+            (None, None) => &self.domain,
+        }
+    }
+
     pub fn run(self, device: &Device) -> Result<()> {
         let (_, net, _) = load_restorer(
             &self.checkpoint,
@@ -133,7 +148,7 @@ impl Args {
             let (i, r) = (&report.mean_input, &report.mean_restored);
             println!(
                 "{}",
-                serde_json::json!({"domain": self.domain, "psnr": r.psnr, "ssim": r.ssim, "input_psnr": i.psnr, "input_ssim": i.ssim, "images": report.images.len()})
+                serde_json::json!({"domain": self.domain_label(), "sigma": self.sigma, "psnr": r.psnr, "ssim": r.ssim, "input_psnr": i.psnr, "input_ssim": i.ssim, "images": report.images.len()})
             );
         } else {
             println!("{}", report.to_markdown());

@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -8,6 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Flags of `daa train`. Settings come from `--preset` (default `denoise`) or `--config`,
 /// then each flag given overrides one field. The resolved config is saved in the run folder.
 #[derive(clap::Args)]
+// `--steps -1` and `--lr -1` reach the value parser and the config check, which name the flag
+// and the value, instead of reading as an unknown argument `-1`.
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// A named preset: denoise (DA on a CPU, embedded photos), denoise-vanilla (its supervised
     /// baseline), deblur, derain (the other tasks on a CPU), denoise-paper, deblur-paper,
@@ -197,13 +201,6 @@ impl Args {
                 .unwrap_or(0);
             PathBuf::from("runs").join(format!("{}-{t}", cfg.preset))
         });
-        let bar = ProgressBar::new(cfg.steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
         super::note(format!(
             "training {} with {} ({} preset) for {} steps in {run_dir:?}",
             cfg.backbone.name(),
@@ -211,44 +208,23 @@ impl Args {
             cfg.preset,
             cfg.steps
         ));
+        let mut progress = TrainProgress::new(cfg.steps);
+        let bar = progress.bar.clone();
         let mut on_event = |e: &Event| match e {
             Event::Started {
                 start_step,
                 parameters,
                 ..
             } => {
-                bar.set_position(*start_step as u64);
+                progress.started(*start_step);
                 super::say(&bar, format!("restorer: {parameters} parameters"));
             }
+            Event::Progress { step, .. } => progress.step(*step),
             Event::Step {
-                step,
-                total_steps,
                 losses,
                 seconds_per_step,
                 ..
-            } => {
-                bar.set_position(*step as u64);
-                // Without a terminal (a pipe, CI) the bar is hidden: log about ten lines instead.
-                if bar.is_hidden() && (step % (total_steps / 10).max(1) == 0 || step == total_steps)
-                {
-                    let all: Vec<String> =
-                        losses.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-                    super::note(format!(
-                        "step {step}/{total_steps}: {} ({seconds_per_step:.2} s/step)",
-                        all.join(", ")
-                    ));
-                }
-                let parts: Vec<String> = losses
-                    .iter()
-                    .filter(|(k, _)| matches!(*k, "total" | "rec" | "noise" | "lambda"))
-                    .map(|(k, v)| format!("{k} {v:.4}"))
-                    .collect();
-                bar.set_message(format!(
-                    "{} | {:.2} s/step",
-                    parts.join(" "),
-                    seconds_per_step
-                ));
-            }
+            } => progress.losses(losses, *seconds_per_step),
             Event::SkippedStep { step, in_a_row } => {
                 super::say(
                     &bar,
@@ -297,4 +273,85 @@ impl Args {
         ));
         Ok(())
     }
+}
+
+/// Training progress: steps, seconds per step, ETA and the latest losses. On a terminal, an
+/// indicatif bar on stderr; on a pipe or file (CI, `2> log`) indicatif draws nothing, and about
+/// ten plain lines with the same facts are written instead, without escape codes.
+struct TrainProgress {
+    bar: ProgressBar,
+    total: usize,
+    /// When timing began and at which step (a resumed run's earlier steps are not timed).
+    since: Option<(Instant, usize)>,
+    /// The latest logged losses and seconds per step, as shown.
+    latest: String,
+}
+
+impl TrainProgress {
+    fn new(total: usize) -> Self {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} step {pos}/{len} {bar:30} {elapsed_precise}, ETA {eta_precise} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Self {
+            bar,
+            total,
+            since: None,
+            latest: String::new(),
+        }
+    }
+
+    /// Training starts at `start_step` (non-zero when resuming).
+    fn started(&mut self, start_step: usize) {
+        self.bar.set_position(start_step as u64);
+        // The jump to a resumed step is not speed: estimate the ETA from the steps run now.
+        self.bar.reset_eta();
+        self.since = Some((Instant::now(), start_step));
+    }
+
+    /// The remaining time from the mean time per step since the start, once a step is done.
+    fn eta(&self, step: usize) -> Option<Duration> {
+        let (t0, s0) = self.since?;
+        let done = step.checked_sub(s0).filter(|&d| d > 0)?;
+        let per_step = t0.elapsed().as_secs_f64() / done as f64;
+        Some(Duration::from_secs_f64(
+            per_step * self.total.saturating_sub(step) as f64,
+        ))
+    }
+
+    /// Step `step` is done.
+    fn step(&mut self, step: usize) {
+        self.bar.set_position(step as u64);
+        let every = (self.total / 10).max(1);
+        if self.bar.is_hidden() && (step.is_multiple_of(every) || step == self.total) {
+            let eta = self.eta(step).map_or("?".into(), hms);
+            let latest = match self.latest.is_empty() {
+                true => String::new(),
+                false => format!(": {}", self.latest),
+            };
+            super::note(format!("step {step}/{}, ETA {eta}{latest}", self.total));
+        }
+    }
+
+    /// The losses logged at a log interval.
+    fn losses(&mut self, losses: &[(&'static str, f64)], seconds_per_step: f64) {
+        let shown: Vec<String> = losses
+            .iter()
+            .filter(|(k, _)| {
+                self.bar.is_hidden() || matches!(*k, "total" | "rec" | "noise" | "lambda")
+            })
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect();
+        self.latest = format!("{} | {seconds_per_step:.2} s/step", shown.join(" "));
+        self.bar.set_message(self.latest.clone());
+    }
+}
+
+/// `H:MM:SS`.
+fn hms(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

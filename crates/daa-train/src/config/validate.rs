@@ -82,16 +82,31 @@ impl TrainConfig {
         if finite.iter().any(|v| !v.is_finite()) {
             return bad("optimizer settings and charbonnier_eps must be finite".into());
         }
-        if o.lr <= 0.0
-            || !(0.0..1.0).contains(&o.beta1)
-            || !(0.0..1.0).contains(&o.beta2)
-            || o.eps <= 0.0
-            || o.weight_decay < 0.0
-        {
-            return bad(format!(
-                "optimizer settings out of range: lr {}, beta1 {}, beta2 {}, eps {}, weight_decay {}",
-                o.lr, o.beta1, o.beta2, o.eps, o.weight_decay
-            ));
+        // Name the one setting at fault (not all five), in the flag's terms.
+        let checks = [
+            (o.lr > 0.0, "lr (--lr)", o.lr, "must be positive, e.g. 2e-4"),
+            (
+                (0.0..1.0).contains(&o.beta1),
+                "beta1",
+                o.beta1,
+                "must be in [0, 1)",
+            ),
+            (
+                (0.0..1.0).contains(&o.beta2),
+                "beta2",
+                o.beta2,
+                "must be in [0, 1)",
+            ),
+            (o.eps > 0.0, "eps", o.eps, "must be positive"),
+            (
+                o.weight_decay >= 0.0,
+                "weight_decay",
+                o.weight_decay,
+                "must be 0 or more",
+            ),
+        ];
+        if let Some((_, name, value, rule)) = checks.iter().find(|c| !c.0) {
+            return bad(format!("optimizer {name} is {value}; it {rule}"));
         }
         if self.charbonnier_eps <= 0.0 {
             return bad("charbonnier_eps must be positive".into());

@@ -1,0 +1,150 @@
+//! What the `daa` binary says when a run fails or a flag is wrong: a diverged run exits
+//! non-zero, negative numbers reach the value check, and eval reports what it measured.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn daa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_daa"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap_or_else(|e| panic!("running daa: {e}"))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap_or_default()
+}
+
+#[test]
+fn a_diverged_run_exits_non_zero_and_names_no_missing_file() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = dir.path().join("run");
+    let out = daa(&[
+        "train",
+        "--preset",
+        "smoke",
+        "--steps",
+        "4",
+        "--lr",
+        "1e30",
+        "--run-dir",
+        p(&run),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: training diverged") && last.contains("no checkpoint"),
+        "{last}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("safetensors"), "{stdout}");
+    assert!(!run.join("restorer-best.safetensors").exists());
+}
+
+#[test]
+fn negative_numbers_are_values_not_unknown_arguments() {
+    let out = daa(&["train", "--preset", "smoke", "--steps", "-1"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(!err.contains("unexpected argument"), "{err}");
+    assert!(err.contains("'-1'") && err.contains("--steps"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = daa(&[
+        "train",
+        "--preset",
+        "smoke",
+        "--lr",
+        "-1",
+        "--run-dir",
+        p(&dir.path().join("run")),
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    let last = err.lines().last().unwrap_or_default();
+    // One setting named, no debug struct and no list of the other settings.
+    assert!(
+        last.contains("lr (--lr) is -1") && !last.contains('{') && !last.contains("beta1"),
+        "{last}"
+    );
+}
+
+#[test]
+fn eval_help_and_json_say_which_degradation_was_used() {
+    let out = daa(&["eval", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    let clean_dir = help
+        .split("--clean-dir")
+        .nth(1)
+        .and_then(|s| s.split("--sigma").next())
+        .unwrap_or_default();
+    assert!(
+        clean_dir.contains("target domain") && !clean_dir.contains("degraded with AWGN"),
+        "{clean_dir}"
+    );
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = dir.path().join("run");
+    let out = daa(&[
+        "train",
+        "--preset",
+        "smoke",
+        "--steps",
+        "1",
+        "--run-dir",
+        p(&run),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ckpt = run.join("restorer-1.safetensors");
+    let eval = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            p(&ckpt),
+            "--preset",
+            "smoke",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = daa(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let awgn = eval(&["--sigma", "25"]);
+    assert_eq!(awgn["domain"], "awgn", "{awgn}");
+    assert_eq!(awgn["sigma"], 25.0, "{awgn}");
+    let target = eval(&[]);
+    assert_eq!(target["domain"], "target", "{target}");
+    assert_ne!(awgn["input_psnr"], target["input_psnr"]);
+
+    let out = daa(&[
+        "eval",
+        "--checkpoint",
+        p(&ckpt),
+        "--sigma",
+        "25",
+        "--domain",
+        "source",
+    ]);
+    assert!(!out.status.success(), "--sigma with --domain is refused");
+    let out = daa(&[
+        "eval",
+        "--checkpoint",
+        p(&ckpt),
+        "--preset",
+        "smoke",
+        "--sigma",
+        "-5",
+    ]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && !err.contains("unexpected argument"),
+        "{err}"
+    );
+}
