@@ -290,13 +290,15 @@ impl Trainer<'_> {
 pub const WEIGHT_LIMIT: f32 = 1e4;
 
 /// What is wrong with the weights of `models`, if anything: a non-finite value, or a magnitude
-/// past [`WEIGHT_LIMIT`], with the tensor it is in. Every variable of the restorer and the
-/// diffusion network is checked (the EMA is an average of the restorer's), in one device sync.
+/// past [`WEIGHT_LIMIT`], with the tensor it is in. Every variable of the restorer, the
+/// diffusion network and DANN's classifier is checked (the EMA is an average of the
+/// restorer's), in one device sync.
 pub(crate) fn weight_problem(models: &Models) -> Result<Option<String>> {
     let mut names = Vec::new();
     let mut values = Vec::new();
     let maps = std::iter::once(("restorer.", &models.restorer_vars))
-        .chain(models.diffusion.as_ref().map(|d| ("diffusion.", &d.varmap)));
+        .chain(models.diffusion.as_ref().map(|d| ("diffusion.", &d.varmap)))
+        .chain(models.dann.as_ref().map(|d| ("dann.", &d.varmap)));
     for (prefix, varmap) in maps {
         let data = varmap
             .data()
