@@ -94,7 +94,7 @@ fn main() {
             cmd::note(&e);
             std::process::exit(130);
         }
-        cmd::note(format!("error: {}", one_line(&format!("{e:#}"))));
+        cmd::note(format!("error: {}", one_line(&cmd::chain(&e))));
         std::process::exit(1);
     }
 }

@@ -56,7 +56,7 @@ fn decode_dynamic(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
     if w as u64 * h as u64 > MAX_PIXELS {
         return Err(img_err(
             path,
-            format!("{w}x{h} is larger than the limit of {MAX_PIXELS} pixels; tile it first"),
+            format!("{w}x{h} is larger than the limit of {MAX_PIXELS} pixels; crop or downscale it first"),
         ));
     }
     if w == 0 || h == 0 {
@@ -254,6 +254,16 @@ pub const WRITE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "tif", "ti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PPM is in the dataset extensions, so it must decode (the `pnm` feature of `image`).
+    #[test]
+    fn ppm_images_load() -> Result<()> {
+        let mut bytes = b"P6\n2 1\n255\n".to_vec();
+        bytes.extend_from_slice(&[255, 0, 0, 0, 0, 255]);
+        let img = decode_image(&bytes, Path::new("x.ppm"))?;
+        assert_eq!((img.width(), img.height()), (2, 1));
+        Ok(())
+    }
 
     #[test]
     fn temporary_names_stay_within_255_bytes() {

@@ -37,6 +37,12 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 
 /// Reads the header of a safetensors file (an 8-byte length, then JSON) without its data.
 pub(crate) fn read_header(path: &Path) -> Result<Header> {
+    if path.is_dir() {
+        return Err(bad(
+            path,
+            "is a folder, not a checkpoint file (name a .safetensors file in it, e.g. restorer-best.safetensors)",
+        ));
+    }
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut n = [0u8; 8];

@@ -62,7 +62,7 @@ pub fn train_until(
     let mut data = TrainData::open(cfg)?;
     let eval_data = open_eval(cfg)?;
     let run = RunDir::new(run_dir);
-    let saved = prepare_run_dir(&run, cfg, resume)?;
+    let (saved, _lock) = prepare_run_dir(&run, cfg, resume)?;
     data.materialize_target(cfg, &run.target_train_dir())?;
     let mut models = Models::new(cfg, device)?;
     let state = match saved {
@@ -109,7 +109,20 @@ pub fn train_until(
 /// checkpoints but no `train_state.json` (the step to continue from is unknown), or of a run
 /// already at `cfg.steps` or beyond; `resume` with a config that differs (other than `steps`).
 /// Returns the saved state when resuming.
-fn prepare_run_dir(run: &RunDir, cfg: &TrainConfig, resume: bool) -> Result<Option<TrainState>> {
+fn prepare_run_dir(
+    run: &RunDir,
+    cfg: &TrainConfig,
+    resume: bool,
+) -> Result<(Option<TrainState>, Option<std::fs::File>)> {
+    // One process per run folder: two runs started at once would pass the checks below
+    // together and then mix their files. The lock goes with the process, even a killed one.
+    let lock = match resume && !run.root().is_dir() {
+        true => None,
+        false => {
+            run.create()?;
+            Some(run.lock()?)
+        }
+    };
     let saved = run.read_state()?;
     let steps = run.checkpoint_steps()?;
     let refuse = |reason: String| Error::RunDir {
@@ -140,7 +153,7 @@ fn prepare_run_dir(run: &RunDir, cfg: &TrainConfig, resume: bool) -> Result<Opti
         }
     }
     run.write_config(cfg)?;
-    Ok(saved)
+    Ok((saved, lock))
 }
 
 /// The loop's state: what the steps, evaluations and checkpoints of a run share.
@@ -244,6 +257,9 @@ impl Trainer<'_> {
         if self.state.best_psnr.is_none_or(|b| psnr > b) {
             self.state.best_psnr = Some(psnr);
             self.run.save_best(&self.models, cfg)?;
+            // The final evaluation comes after the final checkpoint: without this a resumed
+            // run would not know the best score and replace `restorer-best` with anything.
+            self.run.update_state(&self.state)?;
         }
         Ok(report)
     }

@@ -85,15 +85,19 @@ pub fn bytes_per_pixel(cfg: &BackboneConfig) -> u64 {
         BackboneConfig::UNet(c) => 84 * c.width + 16,
         BackboneConfig::DnCnn(c) => 36 * c.width + 16,
         BackboneConfig::NafNet(c) => 72 * c.width + 16,
-        // Not measured: the analytic count of live tensors times the U-Net's measured factor
-        // (about 9). Restormer: a block's input, the GDFN's two expanded branches (2 * 2.66 W)
-        // and the attention's q/k/v (3W) at full resolution, ~12W.
-        BackboneConfig::Restormer(c) => 9 * 12 * c.dim + 16,
+        // The analytic count of live tensors times the U-Net's measured factor (about 9) fell
+        // 4-8x short of measured peaks (smoke checkpoints, 320x252 image: Restormer 1.96 GB at
+        // --max-memory 256M and 3.75 GB at 1G, Uformer 1.70 GB at 512M), so both carry a
+        // further factor of 4: still an estimate, calibrated on those three runs only.
+        // Restormer: a block's input, the GDFN's two expanded branches (2 * 2.66 W) and the
+        // attention's q/k/v (3W) at full resolution, ~12W.
+        BackboneConfig::Restormer(c) => 4 * 9 * 12 * c.dim + 16,
         // Uformer: a LeWin block's input, q/k/v, the LeFF hidden layer (mlp_ratio * W) and
         // each head's window attention map (win^2 values per pixel per head).
         BackboneConfig::Uformer(c) => {
-            9 * ((6.0 * c.embed_dim as f64 + c.mlp_ratio * c.embed_dim as f64) as usize
-                + c.win_size * c.win_size * c.num_heads.first().copied().unwrap_or(1))
+            4 * 9
+                * ((6.0 * c.embed_dim as f64 + c.mlp_ratio * c.embed_dim as f64) as usize
+                    + c.win_size * c.win_size * c.num_heads.first().copied().unwrap_or(1))
                 + 16
         }
     };

@@ -167,6 +167,28 @@ impl RunDir {
         std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))
     }
 
+    /// Takes the run folder's lock (`.daa.lock`, an advisory file lock that the OS drops when
+    /// the process ends, however it ends): refused while another process trains here.
+    pub fn lock(&self) -> Result<std::fs::File> {
+        let path = self.root.join(".daa.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::RunDir {
+                path: self.root.clone(),
+                reason: "is in use by another daa process training there (it holds .daa.lock); \
+                         wait for it to finish or choose another folder"
+                    .into(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+
     /// The steps of the periodic checkpoints present (`restorer-{step}` files; a folder of
     /// that name is not one), ascending.
     pub fn checkpoint_steps(&self) -> Result<Vec<usize>> {
@@ -314,6 +336,16 @@ impl RunDir {
         )?;
         Self::write_json(&self.state_path(), state)?;
         Ok(path)
+    }
+
+    /// Rewrites `train_state.json` alone (after a new best score, so that a resumed run knows
+    /// what `restorer-best` holds). Only where a checkpoint's state exists: before the first
+    /// checkpoint there is nothing to resume.
+    pub fn update_state(&self, state: &TrainState) -> Result<()> {
+        match self.state_path().exists() {
+            true => Self::write_json(&self.state_path(), state),
+            false => Ok(()),
+        }
     }
 
     /// Loads the checkpoint of `step` into `models`: the weights of every network, the EMA

@@ -472,3 +472,47 @@ fn a_run_folder_is_never_clobbered_and_resume_needs_a_run() {
     assert!(err.contains("holds checkpoints"), "{err}");
     assert_eq!(weights(&ckpt), before, "the checkpoint is untouched");
 }
+
+/// `train_state.json` records the best held-out PSNR, the final evaluation's included, so
+/// that a resumed run replaces `restorer-best` only with a better model.
+#[test]
+fn the_best_score_survives_into_the_resumed_run() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let read = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(d.join(name)).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let first = run(&smoke(2), d, false);
+    let psnr2 = first.final_eval.mean_restored.psnr;
+    assert_eq!(read("train_state.json")["best_psnr"].as_f64(), Some(psnr2));
+    let best2 = weights(&d.join("restorer-best.safetensors"));
+    let second = run(&smoke(4), d, true);
+    let psnr4 = second.final_eval.mean_restored.psnr;
+    assert_eq!(
+        read("train_state.json")["best_psnr"].as_f64(),
+        Some(psnr2.max(psnr4))
+    );
+    let best4 = weights(&d.join("restorer-best.safetensors"));
+    assert_eq!(best4 == best2, psnr4 <= psnr2, "psnr {psnr2} then {psnr4}");
+}
+
+/// A second run into a folder another process is training in is refused before it writes
+/// anything (the lock is per open file, so one process can play both).
+#[test]
+fn a_run_folder_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let held = daa_train::RunDir::new(dir.path())
+        .lock()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = train(&smoke(2), dir.path(), &Device::Cpu, false, &mut |_| {})
+        .err()
+        .unwrap_or_else(|| panic!("a run into a locked folder must be refused"));
+    assert!(
+        err.to_string().contains("in use by another daa process"),
+        "{err}"
+    );
+    assert!(!dir.path().join("config.json").exists(), "nothing written");
+    drop(held);
+    run(&smoke(2), dir.path(), false);
+}

@@ -14,8 +14,8 @@ use daa_train::{
 #[command(allow_negative_numbers = true)]
 pub struct Args {
     /// Architecture for a checkpoint without daa metadata (e.g. converted by another tool):
-    /// NAME-SCALE with NAME unet, dncnn or nafnet and SCALE tiny, cpu or paper (unet-paper,
-    /// nafnet-cpu, ...).
+    /// NAME-SCALE with NAME unet, dncnn, nafnet, restormer or uformer and SCALE tiny, cpu or
+    /// paper (unet-paper, restormer-cpu, ...).
     #[arg(long)]
     arch: Option<String>,
     /// Restorer checkpoint (.safetensors).

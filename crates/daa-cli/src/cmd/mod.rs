@@ -67,6 +67,24 @@ pub fn say(bar: &indicatif::ProgressBar, msg: String) {
 
 /// Writes a line to stderr. A closed stream (`daa train 2>&1 | head -1`) loses the line and
 /// nothing else: logging must never stop a command (eprintln! would panic).
+/// An error and its causes on one line, `a: b: c`, leaving out a cause whose text the line
+/// already holds (errors that print their source, like an I/O error with its path, would
+/// otherwise repeat it).
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 pub fn note(msg: impl std::fmt::Display) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "{msg}");

@@ -276,7 +276,7 @@ impl Args {
         }
         for (src, dst) in &plan {
             if let Err(e) = one(src, dst) {
-                super::say(&bar, format!("error: {e:#}"));
+                super::say(&bar, format!("error: {}", super::chain(&e)));
                 failed += 1;
             }
             bar.inc(1);

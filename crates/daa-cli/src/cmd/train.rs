@@ -43,8 +43,8 @@ pub struct Args {
     /// The run's seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// Restoration network at the preset's scale (unet, dncnn, nafnet), or with its scale
-    /// (unet-cpu, nafnet-tiny, dncnn-paper, ...).
+    /// Restoration network at the preset's scale (unet, dncnn, nafnet, restormer, uformer), or
+    /// with its scale (unet-cpu, nafnet-tiny, restormer-paper, ...).
     #[arg(long)]
     backbone: Option<String>,
     /// Train on clean photos from this folder (degraded by the preset's degradation).
