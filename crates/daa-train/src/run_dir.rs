@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! <run>/config.json                      the resolved TrainConfig
-//! <run>/train_state.json                 step and best PSNR of the last checkpoint (written last)
+//! <run>/.daa.lock                        held (advisory lock) by the process training here
+//! <run>/train_state.json                 step of the last checkpoint (written last) and best PSNR
 //! <run>/metrics.jsonl                    one JSON object per logged step and evaluation
 //! <run>/events.out.tfevents.*            the same scalars for TensorBoard (one file per session)
 //! <run>/restorer-{step}.safetensors      periodic checkpoints (the last `keep_last` are kept)
