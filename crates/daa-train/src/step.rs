@@ -7,7 +7,7 @@ use daa_diffusion::{
 };
 
 use crate::charbonnier;
-use crate::dann::{domain_loss, gradient_reversal, DomainClassifier};
+use crate::dann::{domain_loss, gradient_reversal, standardize, DomainClassifier};
 
 /// A training batch on the device. Tensors are `(B, 3, P, P)` in the task's value range
 /// (`daa_diffusion::ValueRange`).
@@ -198,8 +198,8 @@ pub fn dann_step_losses(
         });
     };
     let (_, f_r) = restorer.residual_and_features(x_r, true)?;
-    let z_s = gradient_reversal(&f_s, grl_scale)?.apply(classifier)?;
-    let z_r = gradient_reversal(&f_r, grl_scale)?.apply(classifier)?;
+    let z_s = gradient_reversal(&standardize(&f_s)?, grl_scale)?.apply(classifier)?;
+    let z_r = gradient_reversal(&standardize(&f_r)?, grl_scale)?.apply(classifier)?;
     let domain = domain_loss(&z_s, &z_r)?;
     Ok(LossParts {
         total: (&rec + &domain)?,
