@@ -230,6 +230,33 @@ pub(crate) fn check_size(path: &Path, cfg: &BackboneConfig, header: &Header) -> 
     Ok(())
 }
 
+/// Refuses a CPU training config whose restorer activations alone cannot fit in the memory
+/// available (a huge `--batch-size` or `--patch-size` otherwise ends in the OOM killer or an
+/// allocation abort). The estimate is a lower bound: the restorer's inference activations per
+/// pixel ([`crate::bytes_per_pixel`]) times the pixels of one batch, once per domain it sees;
+/// backward, the diffusion network and Adam come on top, so only clear cases are refused.
+pub(crate) fn check_training_memory(cfg: &crate::TrainConfig) -> Result<()> {
+    let Some(avail) = available_memory() else {
+        return Ok(());
+    };
+    let passes = if cfg.method.adapts() { 2.0 } else { 1.0 };
+    let pixels = cfg.batch_size as f64 * (cfg.patch_size as f64).powi(2);
+    let bytes = passes * pixels * crate::bytes_per_pixel(&cfg.backbone) as f64;
+    if bytes > avail as f64 {
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        return Err(Error::Config(format!(
+            "batch {} of {}x{} patches needs at least {:.1} GiB for the restorer's activations \
+             alone, and {:.1} GiB is available: lower --batch-size or --patch-size",
+            cfg.batch_size,
+            cfg.patch_size,
+            cfg.patch_size,
+            gib(bytes),
+            gib(avail as f64)
+        )));
+    }
+    Ok(())
+}
+
 /// `MemAvailable` of /proc/meminfo, in bytes (Linux); `None` elsewhere.
 fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -58,6 +58,9 @@ pub fn train_until(
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<TrainSummary> {
     cfg.validate()?;
+    if device.is_cpu() {
+        crate::checkpoint_check::check_training_memory(cfg)?;
+    }
     // Open (and so check) every dataset before anything is written or trained.
     let mut data = TrainData::open(cfg)?;
     let eval_data = open_eval(cfg)?;

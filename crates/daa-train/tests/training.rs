@@ -516,3 +516,26 @@ fn a_run_folder_in_use_is_refused() {
     drop(held);
     run(&smoke(2), dir.path(), false);
 }
+
+/// A batch whose activations cannot fit in memory is refused before anything is allocated
+/// (it used to end in the OOM killer or an allocation abort).
+#[test]
+fn a_batch_too_large_for_memory_is_refused_up_front() {
+    if !std::path::Path::new("/proc/meminfo").exists() {
+        return; // the check reads MemAvailable (Linux)
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cfg = TrainConfig {
+        patch_size: 100_000,
+        ..smoke(2)
+    };
+    let err = train(&cfg, dir.path(), &Device::Cpu, false, &mut |_| {})
+        .err()
+        .unwrap_or_else(|| panic!("a 100000-pixel patch must be refused"));
+    assert!(
+        err.to_string()
+            .contains("lower --batch-size or --patch-size"),
+        "{err}"
+    );
+    assert!(!dir.path().join("config.json").exists(), "nothing written");
+}
