@@ -186,7 +186,15 @@ impl RunDir {
                          wait for it to finish or choose another folder"
                     .into(),
             }),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+            // A filesystem without file locks (some network mounts): train unguarded rather
+            // than not at all.
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!(
+                    "cannot lock {}: {e}; two runs here would not be caught",
+                    path.display()
+                );
+                Ok(file)
+            }
         }
     }
 
