@@ -408,29 +408,4 @@ mod tests {
         assert_eq!(weight_problem(&models)?, None, "within the limit");
         Ok(())
     }
-
-    /// The check's cost next to a step's (run by hand: `-- --ignored --nocapture`; stderr).
-    #[test]
-    #[ignore]
-    fn time_the_weight_check() -> Result<()> {
-        for cfg in [TrainConfig::denoise(), TrainConfig::denoise_paper()] {
-            let models = Models::new(&cfg, &Device::Cpu)?;
-            weight_problem(&models)?;
-            let t = std::time::Instant::now();
-            for _ in 0..5 {
-                weight_problem(&models)?;
-            }
-            let params = parameter_count(&models.restorer_vars)
-                + models
-                    .diffusion
-                    .as_ref()
-                    .map_or(0, |d| parameter_count(&d.varmap));
-            eprintln!(
-                "{}: {params} weights, {:.1} ms per check",
-                cfg.preset,
-                t.elapsed().as_secs_f64() * 200.0
-            );
-        }
-        Ok(())
-    }
 }
