@@ -2,11 +2,12 @@
 //!
 //! candle's `GroupNorm` is built from about ten broadcast ops, each a pass over the
 //! activation on the CPU, and its backward doubles that; in the diffusion U-Net it cost more
-//! than the convolutions. Here forward is one pass per group and backward two.
+//! than the convolutions. Here forward is one pass per group and backward two (the kernels
+//! are shared with `group_norm_silu`, in `norm_act.rs`).
 
 use crate::conv::contiguous_slice;
+use crate::norm_act::{self, float::Float, Mode};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 /// The reference: GroupNorm from plain candle ops (differentiable on every device).
 /// `xs: (B, C, ...)`, `gamma`, `beta: (C,)`.
@@ -39,74 +40,20 @@ struct GroupNormOp {
     eps: f64,
 }
 
-/// Per (batch, group): mean and reciprocal standard deviation.
-fn stats<T: num::Float>(x: &[T], n: usize, eps: f64) -> (f64, f64) {
-    let mut s = 0f64;
-    for v in x {
-        s += v.to_f64();
-    }
-    let mean = s / n as f64;
-    let mut q = 0f64;
-    for v in x {
-        let d = v.to_f64() - mean;
-        q += d * d;
-    }
-    (mean, 1.0 / (q / n as f64 + eps).sqrt())
-}
-
-mod num {
-    pub trait Float: Copy + Send + Sync + 'static {
-        fn to_f64(self) -> f64;
-        fn from_f64(v: f64) -> Self;
-    }
-    impl Float for f32 {
-        fn to_f64(self) -> f64 {
-            self as f64
-        }
-        fn from_f64(v: f64) -> Self {
-            v as f32
-        }
-    }
-    impl Float for f64 {
-        fn to_f64(self) -> f64 {
-            self
-        }
-        fn from_f64(v: f64) -> Self {
-            v
+impl GroupNormOp {
+    fn mode(&self) -> Mode {
+        Mode {
+            groups: self.groups,
+            eps: self.eps,
+            modulated: false,
+            act: false,
         }
     }
 }
 
-fn forward<T: num::Float>(
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    b: usize,
-    c: usize,
-    groups: usize,
-    eps: f64,
-) -> Vec<T> {
-    let per_sample = x.len() / b;
-    let cg = c / groups;
-    let spatial = per_sample / c;
-    let n = cg * spatial;
-    let mut y = vec![T::from_f64(0.0); x.len()];
-    y.par_chunks_mut(n)
-        .zip(x.par_chunks(n))
-        .enumerate()
-        .for_each(|(i, (yo, xi))| {
-            let grp = i % groups;
-            let (mean, rstd) = stats(xi, n, eps);
-            for cc in 0..cg {
-                let ch = grp * cg + cc;
-                let (ga, be) = (gamma[ch].to_f64(), beta[ch].to_f64());
-                for s in 0..spatial {
-                    let j = cc * spatial + s;
-                    yo[j] = T::from_f64((xi[j].to_f64() - mean) * rstd * ga + be);
-                }
-            }
-        });
-    y
+fn forward<T: Float>(x: &[T], gamma: &[T], beta: &[T], b: usize, c: usize, mode: Mode) -> Vec<T> {
+    let params: Vec<T> = gamma.iter().chain(beta).copied().collect();
+    norm_act::forward(x, &params, b, c, mode)
 }
 
 impl CustomOp3 for GroupNormOp {
@@ -133,8 +80,7 @@ impl CustomOp3 for GroupNormOp {
                     contiguous_slice(be, l3)?,
                     b,
                     c,
-                    self.groups,
-                    self.eps,
+                    self.mode(),
                 ))
             }
             (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(be)) => {
@@ -144,8 +90,7 @@ impl CustomOp3 for GroupNormOp {
                     contiguous_slice(be, l3)?,
                     b,
                     c,
-                    self.groups,
-                    self.eps,
+                    self.mode(),
                 ))
             }
             _ => candle_core::bail!("group_norm: f32 or f64 inputs of one dtype expected"),
@@ -170,7 +115,7 @@ impl CustomOp3 for GroupNormOp {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
+        beta: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -178,68 +123,16 @@ impl CustomOp3 for GroupNormOp {
         if x.device().is_cuda() {
             return crate::group_norm_cuda::backward(x, gamma, grad, self.groups, self.eps);
         }
-        let dims = x.dims().to_vec();
-        let (b, c) = (dims[0], dims[1]);
-        let (groups, eps) = (self.groups, self.eps);
-        let cg = c / groups;
-        let spatial = x.elem_count() / (b * c);
-        let n = cg * spatial;
-        let dtype = x.dtype();
-        let xv: Vec<f64> = x.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-        let gv: Vec<f64> = grad
-            .contiguous()?
-            .flatten_all()?
-            .to_dtype(DType::F64)?
-            .to_vec1()?;
-        let gamma_v: Vec<f64> = gamma.to_dtype(DType::F64)?.to_vec1()?;
-        let mut dx = vec![0f64; xv.len()];
-        // Per (batch, group) partial sums of dgamma, dbeta per channel.
-        let partial: Vec<(Vec<f64>, Vec<f64>)> = dx
-            .par_chunks_mut(n)
-            .zip(xv.par_chunks(n).zip(gv.par_chunks(n)))
-            .enumerate()
-            .map(|(i, (dxo, (xi, gi)))| {
-                let grp = i % groups;
-                let (mean, rstd) = stats(xi, n, eps);
-                let (mut dg, mut db) = (vec![0f64; cg], vec![0f64; cg]);
-                let (mut m1, mut m2) = (0f64, 0f64);
-                for cc in 0..cg {
-                    let ga = gamma_v[grp * cg + cc];
-                    for s in 0..spatial {
-                        let j = cc * spatial + s;
-                        let xhat = (xi[j] - mean) * rstd;
-                        dg[cc] += gi[j] * xhat;
-                        db[cc] += gi[j];
-                        let dxhat = gi[j] * ga;
-                        m1 += dxhat;
-                        m2 += dxhat * xhat;
-                    }
-                }
-                let (m1, m2) = (m1 / n as f64, m2 / n as f64);
-                for cc in 0..cg {
-                    let ga = gamma_v[grp * cg + cc];
-                    for s in 0..spatial {
-                        let j = cc * spatial + s;
-                        let xhat = (xi[j] - mean) * rstd;
-                        dxo[j] = rstd * (gi[j] * ga - m1 - xhat * m2);
-                    }
-                }
-                (dg, db)
-            })
-            .collect();
-        let (mut dgamma, mut dbeta) = (vec![0f64; c], vec![0f64; c]);
-        for (i, (dg, db)) in partial.iter().enumerate() {
-            let grp = i % groups;
-            for cc in 0..cg {
-                dgamma[grp * cg + cc] += dg[cc];
-                dbeta[grp * cg + cc] += db[cc];
-            }
-        }
-        let dev = x.device();
-        let dx = Tensor::from_vec(dx, dims.as_slice(), dev)?.to_dtype(dtype)?;
-        let dgamma = Tensor::from_vec(dgamma, c, dev)?.to_dtype(dtype)?;
-        let dbeta = Tensor::from_vec(dbeta, c, dev)?.to_dtype(dtype)?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        // One packed backward op (the one `group_norm_silu` uses, without its activation):
+        // the same f64 arithmetic as before, read from and written to f32 directly.
+        let c = gamma.elem_count();
+        let params = Tensor::cat(&[gamma, beta], 0)?;
+        let (dx, dparams) = norm_act::backward_op(x, &params, grad, self.mode())?;
+        Ok((
+            Some(dx),
+            Some(dparams.narrow(0, 0, c)?),
+            Some(dparams.narrow(0, c, c)?),
+        ))
     }
 }
 

@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod activation;
+mod adam;
 mod conv;
 #[cfg(feature = "cudnn")]
 mod conv_cudnn;
@@ -33,6 +34,7 @@ mod cpu_conv;
 mod group_norm;
 #[cfg(feature = "cuda")]
 mod group_norm_cuda;
+mod norm_act;
 #[cfg(feature = "cuda")]
 mod ptx;
 mod slots;
@@ -40,6 +42,7 @@ mod slots;
 mod slots_cuda;
 
 pub use activation::{leaky_relu, leaky_relu_reference};
+pub use adam::{adam_update, adam_update_reference, AdamStep};
 pub use conv::{
     col2im, conv2d, conv2d_bias, conv2d_chunked, im2col, Conv2d, Conv2dGeometry, CONV_SCRATCH_BYTES,
 };
@@ -49,6 +52,7 @@ pub use conv_settings::{
 };
 pub use cpu_conv::conv_chunk_len;
 pub use group_norm::{group_norm, group_norm_reference};
+pub use norm_act::{group_norm_silu, group_norm_silu_reference};
 pub use slots::{swap_condition, swap_condition_reference};
 
 /// Whether the fused ops ([`group_norm`], [`swap_condition`]) have a kernel of their own for

@@ -59,7 +59,9 @@ impl Adam {
         Ok(total.is_finite())
     }
 
-    /// One update from `grads`; variables without a gradient are left as they are.
+    /// One update from `grads`; variables without a gradient are left as they are. Parameters
+    /// and moments are updated in place (`daa_kernels::adam_update`: three fused passes per
+    /// parameter on the CPU, the same bits as the candle-op definition).
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step += 1;
         let OptimConfig {
@@ -69,38 +71,32 @@ impl Adam {
             eps,
             weight_decay,
         } = self.cfg;
-        let bc1 = 1.0 - beta1.powi(self.step as i32);
-        let bc2 = 1.0 - beta2.powi(self.step as i32);
+        let h = daa_kernels::AdamStep {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step: self.step,
+        };
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            // Detached: the moments must not keep the autograd graph of past steps alive.
-            let g = g.detach();
-            let g = if weight_decay > 0.0 {
-                (g + (var.as_tensor().detach() * weight_decay)?)?
-            } else {
-                g
-            };
-            let m = ((&self.m[i] * beta1)? + (&g * (1.0 - beta1))?)?.detach();
-            let v = ((&self.v[i] * beta2)? + (g.sqr()? * (1.0 - beta2))?)?.detach();
-            let denom = ((v.sqrt()? / bc2.sqrt())? + eps)?;
-            let update = ((&m / denom)? * (lr / bc1))?;
-            var.set(&var.as_tensor().detach().sub(&update)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            daa_kernels::adam_update(var.as_tensor(), g, &self.m[i], &self.v[i], h)?;
         }
         Ok(())
     }
 
-    /// The moments as named tensors (`adam.m.NAME`, `adam.v.NAME`) for a checkpoint.
-    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
+    /// The moments as named tensors (`adam.m.NAME`, `adam.v.NAME`) for a checkpoint: copies,
+    /// since the optimizer updates its own in place.
+    pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (i, (name, _)) in self.vars.iter().enumerate() {
-            out.insert(format!("adam.m.{name}"), self.m[i].clone());
-            out.insert(format!("adam.v.{name}"), self.v[i].clone());
+            out.insert(format!("adam.m.{name}"), self.m[i].copy()?);
+            out.insert(format!("adam.v.{name}"), self.v[i].copy()?);
         }
-        out
+        Ok(out)
     }
 
     /// Restores moments and step count saved by [`Self::state_tensors`].
@@ -118,7 +114,8 @@ impl Adam {
                         var.shape()
                     );
                 }
-                *slot = t.to_device(var.device())?.to_dtype(var.dtype())?;
+                // A copy of its own: the moments are updated in place.
+                *slot = t.to_device(var.device())?.to_dtype(var.dtype())?.copy()?;
             }
         }
         self.step = step;

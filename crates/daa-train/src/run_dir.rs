@@ -340,7 +340,7 @@ impl RunDir {
         let meta = HashMap::from([("daa.format".to_string(), "daa-optimizer-v1".to_string())]);
         save_tensors(
             &self.checkpoint_path(CheckpointKind::Optimizer, step),
-            &models.opt.state_tensors(),
+            &models.opt.state_tensors()?,
             meta,
         )?;
         Self::write_json(&self.state_path(), state)?;

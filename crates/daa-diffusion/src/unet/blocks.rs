@@ -36,6 +36,18 @@ impl Module for GroupNorm {
     }
 }
 
+impl GroupNorm {
+    /// `silu(norm(xs) * (1 + scale) + shift)` (`scale, shift: (B, C)` or `(B, C, 1, 1)`), or
+    /// `silu(norm(xs))` without them: one fused op (`daa_kernels::group_norm_silu`).
+    pub fn forward_silu(
+        &self,
+        xs: &Tensor,
+        modulation: Option<(&Tensor, &Tensor)>,
+    ) -> Result<Tensor> {
+        daa_kernels::group_norm_silu(xs, &self.weight, &self.bias, self.groups, 1e-5, modulation)
+    }
+}
+
 pub fn group_norm(vb: VarBuilder, groups: usize, ch: usize) -> Result<GroupNorm> {
     let weight = vb.get_with_hints(ch, "weight", candle_nn::Init::Const(1.0))?;
     let bias = vb.get_with_hints(ch, "bias", candle_nn::Init::Const(0.0))?;
@@ -154,7 +166,7 @@ impl ResBlock {
         emb: &Tensor,
         dropout_rng: Option<&mut dyn RngCore>,
     ) -> Result<Tensor> {
-        let h = candle_nn::ops::silu(&self.in_norm.forward(xs)?)?;
+        let h = self.in_norm.forward_silu(xs, None)?;
         let h = resample(&h, self.resample)?.apply(&self.in_conv)?;
         let x = resample(xs, self.resample)?;
         // (B, 2*C_out) -> scale, shift of shape (B, C_out, 1, 1).
@@ -165,12 +177,7 @@ impl ResBlock {
             .unsqueeze(3)?;
         let scale = e.narrow(1, 0, self.out_ch)?;
         let shift = e.narrow(1, self.out_ch, self.out_ch)?;
-        let h = self
-            .out_norm
-            .forward(&h)?
-            .broadcast_mul(&(scale + 1.0)?)?
-            .broadcast_add(&shift)?;
-        let mut h = candle_nn::ops::silu(&h)?;
+        let mut h = self.out_norm.forward_silu(&h, Some((&scale, &shift)))?;
         if let Some(rng) = dropout_rng {
             h = dropout(&h, self.dropout, rng)?;
         }

@@ -310,6 +310,6 @@ impl CondUNet {
                 .ok_or_else(|| candle_core::Error::Msg("cond_unet: skip underflow".into()))?;
             h = self.run(block, Tensor::cat(&[&h, &skip], 1)?, &emb, &mut dropout)?;
         }
-        candle_nn::ops::silu(&self.out_norm.forward(&h)?)?.apply(&self.out_conv)
+        self.out_norm.forward_silu(&h, None)?.apply(&self.out_conv)
     }
 }
