@@ -1,11 +1,12 @@
 //! `daa`: train restoration networks with noise-space domain adaptation, evaluate them, and
 //! restore photos. A thin layer over `daa-train`.
 
+mod alloc;
 mod cmd;
 
 // Training allocates and frees large tensors every step; glibc's malloc hands big blocks back
 // to the kernel each time, and page faults plus page zeroing then took ~20% of a CPU step.
-// mimalloc keeps them for reuse.
+// mimalloc keeps them for reuse (tuned in `alloc`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -51,6 +52,7 @@ enum Cmd {
 }
 
 fn main() {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     // candle reads these when its thread pools and gemm first run, which is after this
     // point; nothing else runs yet, so setting the environment is race-free.
