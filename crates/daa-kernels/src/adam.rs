@@ -6,7 +6,9 @@
 //! `t * (1 / a) + 0`), so the fused update gives the same bits.
 
 use crate::conv::contiguous_slice;
-use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var, WithDType,
+};
 use rayon::prelude::*;
 
 /// Elements per parallel piece (below this, one thread).
@@ -58,18 +60,19 @@ pub fn adam_update_reference(
     Ok((param.sub(&update)?, m, v))
 }
 
-/// Adam's update of one parameter: `m`, `v` and `param` are overwritten in place (their storage
-/// must not be shared with tensors that are still needed). CPU f32/f64 contiguous tensors take
-/// three fused passes; anything else (CUDA, other dtypes) runs [`adam_update_reference`] and
-/// writes its results back.
+/// Adam's update of one parameter: `param`, `m` and `v` get their new values. CPU f32/f64
+/// contiguous tensors are updated in place by three fused passes (their storage must not be
+/// shared with tensors that are still needed); anything else (CUDA, other dtypes) runs
+/// [`adam_update_reference`]: `param` is set to its result and `m`, `v` replaced.
 pub fn adam_update(
-    param: &Tensor,
+    param: &Var,
     grad: &Tensor,
-    m: &Tensor,
-    v: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
     h: AdamStep,
 ) -> Result<()> {
-    let shape = param.shape();
+    let p = param.as_tensor();
+    let shape = p.shape();
     if grad.shape() != shape || m.shape() != shape || v.shape() != shape {
         candle_core::bail!(
             "adam_update: shapes differ: param {:?}, grad {:?}, m {:?}, v {:?}",
@@ -79,74 +82,26 @@ pub fn adam_update(
             v.shape()
         );
     }
-    let fused = param.device().is_cpu()
-        && matches!(param.dtype(), DType::F32 | DType::F64)
-        && [grad, m, v].iter().all(|t| t.dtype() == param.dtype())
-        && [param, m, v].iter().all(|t| t.is_contiguous());
+    let fused = p.device().is_cpu()
+        && matches!(p.dtype(), DType::F32 | DType::F64)
+        && [grad, &*m, &*v].iter().all(|t| t.dtype() == p.dtype())
+        && [p, &*m, &*v].iter().all(|t| t.is_contiguous());
     if !fused {
-        let (p, m_new, v_new) = adam_update_reference(param, grad, m, v, h)?;
-        for (dst, src) in [(param, p), (m, m_new), (v, v_new)] {
-            dst.inplace_op2(&src, &Assign)?;
-        }
+        let (p_new, m_new, v_new) = adam_update_reference(&p.detach(), grad, m, v, h)?;
+        param.set(&p_new)?;
+        (*m, *v) = (m_new.detach(), v_new.detach());
         return Ok(());
     }
     // L2 weight decay (0 in every preset) is added to the gradient with candle's ops, as
     // the reference does.
     let grad = if h.weight_decay > 0.0 {
-        (grad + (param * h.weight_decay)?)?
+        (grad + (p * h.weight_decay)?)?
     } else {
         grad.contiguous()?
     };
     m.inplace_op2(&grad, &Moment { h, second: false })?;
     v.inplace_op2(&grad, &Moment { h, second: true })?;
-    param.inplace_op3(m, v, &Update(h))
-}
-
-/// `dst = src` (the fallback's write-back).
-struct Assign;
-
-impl InplaceOp2 for Assign {
-    fn name(&self) -> &'static str {
-        "daa_kernels::adam_assign"
-    }
-
-    fn cpu_fwd(
-        &self,
-        dst: &mut CpuStorage,
-        dst_l: &Layout,
-        src: &CpuStorage,
-        src_l: &Layout,
-    ) -> Result<()> {
-        fn copy<T: Copy>(d: &mut [T], dl: &Layout, s: &[T], sl: &Layout) -> Result<()> {
-            let (a, b) = dl
-                .contiguous_offsets()
-                .ok_or_else(|| candle_core::Error::Msg("adam: non-contiguous state".into()))?;
-            d[a..b].copy_from_slice(contiguous_slice(s, sl)?);
-            Ok(())
-        }
-        match (dst, src) {
-            (CpuStorage::F32(d), CpuStorage::F32(s)) => copy(d, dst_l, s, src_l),
-            (CpuStorage::F64(d), CpuStorage::F64(s)) => copy(d, dst_l, s, src_l),
-            (CpuStorage::BF16(d), CpuStorage::BF16(s)) => copy(d, dst_l, s, src_l),
-            (CpuStorage::F16(d), CpuStorage::F16(s)) => copy(d, dst_l, s, src_l),
-            _ => candle_core::bail!("adam_update: unsupported dtype"),
-        }
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        dst: &mut candle_core::CudaStorage,
-        dst_l: &Layout,
-        src: &candle_core::CudaStorage,
-        src_l: &Layout,
-    ) -> Result<()> {
-        use candle_core::backend::BackendStorage;
-        let (a, _) = dst_l
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("adam: non-contiguous state".into()))?;
-        src.copy_strided_src(dst, a, src_l)
-    }
+    p.inplace_op3(m, v, &Update(h))
 }
 
 /// `m = m * b1 + g * (1 - b1)` or `v = v * b2 + (g * g) * (1 - b2)`.

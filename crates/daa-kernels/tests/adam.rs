@@ -1,6 +1,6 @@
 //! The fused in-place Adam update gives the same bits as its candle-op definition.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use daa_kernels::{adam_update, adam_update_reference, AdamStep};
 
 fn bits(t: &Tensor) -> Result<Vec<u64>> {
@@ -16,7 +16,8 @@ fn check(dtype: DType, n: usize, weight_decay: f64) -> Result<()> {
     let dev = Device::Cpu;
     let p0 = Tensor::randn(0f32, 1., n, &dev)?.to_dtype(dtype)?;
     let (mut p_ref, mut m_ref, mut v_ref) = (p0.clone(), p0.zeros_like()?, p0.zeros_like()?);
-    let (p, m, v) = (p0.copy()?, p0.zeros_like()?, p0.zeros_like()?);
+    let p = Var::from_tensor(&p0.copy()?)?;
+    let (mut m, mut v) = (p0.zeros_like()?, p0.zeros_like()?);
     for step in 1..=4u64 {
         // Gradients of several magnitudes, zeros and a sign change included.
         let g = (Tensor::randn(0f32, 1., n, &dev)?.to_dtype(dtype)? * 10f64.powi(step as i32 - 3))?;
@@ -29,7 +30,7 @@ fn check(dtype: DType, n: usize, weight_decay: f64) -> Result<()> {
             step,
         };
         (p_ref, m_ref, v_ref) = adam_update_reference(&p_ref, &g, &m_ref, &v_ref, h)?;
-        adam_update(&p, &g, &m, &v, h)?;
+        adam_update(&p, &g, &mut m, &mut v, h)?;
         assert_eq!(bits(&p)?, bits(&p_ref)?, "param, {dtype:?}, step {step}");
         assert_eq!(bits(&m)?, bits(&m_ref)?, "m, {dtype:?}, step {step}");
         assert_eq!(bits(&v)?, bits(&v_ref)?, "v, {dtype:?}, step {step}");
@@ -56,7 +57,7 @@ fn other_dtypes_take_the_reference_and_write_back() -> Result<()> {
 #[test]
 fn mismatched_shapes_are_refused() -> Result<()> {
     let dev = Device::Cpu;
-    let p = Tensor::zeros(4, DType::F32, &dev)?;
+    let p = Var::zeros(4, DType::F32, &dev)?;
     let g = Tensor::zeros(5, DType::F32, &dev)?;
     let h = AdamStep {
         lr: 1e-3,
@@ -66,7 +67,8 @@ fn mismatched_shapes_are_refused() -> Result<()> {
         weight_decay: 0.0,
         step: 1,
     };
-    let err = adam_update(&p, &g, &p.zeros_like()?, &p.zeros_like()?, h).expect_err("4 vs 5");
+    let (mut m, mut v) = (g.zeros_like()?, g.zeros_like()?);
+    let err = adam_update(&p, &g, &mut m, &mut v, h).expect_err("4 vs 5");
     assert!(err.to_string().contains("shapes differ"), "{err}");
     Ok(())
 }

@@ -83,7 +83,7 @@ impl Adam {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            daa_kernels::adam_update(var.as_tensor(), g, &self.m[i], &self.v[i], h)?;
+            daa_kernels::adam_update(var, g, &mut self.m[i], &mut self.v[i], h)?;
         }
         Ok(())
     }
