@@ -10,7 +10,7 @@ use daa_degrade::PairSource;
 
 use crate::data::{open_eval, spawn_producer, Batches, TrainData};
 use crate::log::RunLog;
-use crate::model::Models;
+use crate::model::{Models, StepOutcome};
 use crate::run_dir::{RunDir, TrainState};
 use crate::tensorboard::EventWriter;
 use crate::{evaluate, Error, EvalReport, Event, Result, TileConfig, TrainConfig};
@@ -194,6 +194,11 @@ impl Trainer<'_> {
                 if let Some(bad) = weight_problem(&self.models)? {
                     return Err(self.diverged(format!("step {done} {bad}")));
                 }
+                // Outputs can explode while every weight stays under the limit (the first
+                // DANN runs reached a restoration loss of 1e12 that way).
+                if let Some(bad) = loss_problem(&outcome) {
+                    return Err(self.diverged(format!("at step {done} {bad}")));
+                }
             } else {
                 // The weights are those of the last applied step, which passed the check
                 // above: evaluating and saving them below is safe.
@@ -308,6 +313,23 @@ impl Trainer<'_> {
 /// step at `--lr 1e30`).
 pub const WEIGHT_LIMIT: f32 = 1e4;
 
+/// The largest restoration loss of a healthy run. The Charbonnier loss compares images in
+/// `[0, 1]` or `[-1, 1]`, so it stays below 2 unless the restorer's outputs leave the range by
+/// orders of magnitude; 1e3 means outputs about a thousand times too large.
+pub const REC_LOSS_LIMIT: f64 = 1e3;
+
+/// What is wrong with a step's losses, if anything: a restoration loss past
+/// [`REC_LOSS_LIMIT`].
+pub(crate) fn loss_problem(outcome: &StepOutcome) -> Option<String> {
+    let rec = outcome.losses.iter().find(|(name, _)| *name == "rec")?.1;
+    (rec > REC_LOSS_LIMIT).then(|| {
+        format!(
+            "the restoration loss reached {rec:.3e} (a healthy run stays below 2: the \
+             restorer's outputs exploded)"
+        )
+    })
+}
+
 /// What is wrong with the weights of `models`, if anything: a non-finite value, or a magnitude
 /// past [`WEIGHT_LIMIT`], with the tensor it is in. Every variable of the restorer, the
 /// diffusion network and DANN's classifier is checked (the EMA is an average of the
@@ -407,5 +429,22 @@ mod tests {
         poke(&models, &name, 0.5 * WEIGHT_LIMIT)?;
         assert_eq!(weight_problem(&models)?, None, "within the limit");
         Ok(())
+    }
+
+    #[test]
+    fn the_loss_check_stops_exploded_outputs_only() {
+        let outcome = |rec: f64| StepOutcome {
+            losses: vec![("total", rec + 0.5), ("rec", rec), ("domain", 0.5)],
+            lambda: 1.0,
+            applied: true,
+        };
+        assert_eq!(loss_problem(&outcome(0.08)), None);
+        assert_eq!(
+            loss_problem(&outcome(1.9)),
+            None,
+            "outputs off by the full range"
+        );
+        let problem = loss_problem(&outcome(1.2e12)).unwrap_or_default();
+        assert!(problem.contains("1.200e12"), "{problem}");
     }
 }

@@ -53,7 +53,7 @@ pub use config::{
 pub use daa_diffusion::ValueRange;
 pub use dann::{domain_loss, gradient_reversal, Dann, DannSettings, DomainClassifier};
 pub use data::{open_eval, open_pairs, OpenOptions, TrainData};
-pub use engine::{train, train_until, TrainSummary, WEIGHT_LIMIT};
+pub use engine::{train, train_until, TrainSummary, REC_LOSS_LIMIT, WEIGHT_LIMIT};
 pub use error::{Error, Result};
 pub use eval::{evaluate, EvalReport, ImageScores, Scores};
 pub use events::Event;
