@@ -147,12 +147,13 @@ fn prepare_run_dir(
     run.create()?;
     if saved.is_some() {
         let old = run.read_config()?;
-        if (TrainConfig {
+        let old = TrainConfig {
             steps: cfg.steps,
             ..old
-        }) != *cfg
-        {
-            return Err(Error::Config("the run's saved config.json differs from this config (other than steps); resume with the same settings".into()));
+        };
+        if old != *cfg {
+            let fields = config_differences(&old, cfg).join(", ");
+            return Err(Error::Config(format!("the run's saved config.json differs from this config in {fields}; resume with the same settings (only --steps may change)")));
         }
     }
     run.write_config(cfg)?;
@@ -313,6 +314,45 @@ impl Trainer<'_> {
 /// step at `--lr 1e30`).
 pub const WEIGHT_LIMIT: f32 = 1e4;
 
+/// The settings in which `saved` and `now` differ, as `path: saved value (saved) vs new value`,
+/// e.g. `optim.lr: 0.0002 (saved) vs 0.001`.
+fn config_differences(saved: &TrainConfig, now: &TrainConfig) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let null = serde_json::Value::Null;
+                    let sub = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(
+                        &sub,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(format!("{path}: {a} (saved) vs {b}")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    match (serde_json::to_value(saved), serde_json::to_value(now)) {
+        (Ok(a), Ok(b)) => walk("", &a, &b, &mut out),
+        _ => out.push("settings that cannot be listed".into()),
+    }
+    if out.is_empty() {
+        out.push("settings that serialise alike".into());
+    }
+    out
+}
+
 /// The largest restoration loss of a healthy run. The Charbonnier loss compares images in
 /// `[0, 1]` or `[-1, 1]`, so it stays below 2 unless the restorer's outputs leave the range by
 /// orders of magnitude; 1e3 means outputs about a thousand times too large.
@@ -429,6 +469,22 @@ mod tests {
         poke(&models, &name, 0.5 * WEIGHT_LIMIT)?;
         assert_eq!(weight_problem(&models)?, None, "within the limit");
         Ok(())
+    }
+
+    #[test]
+    fn config_differences_name_each_changed_setting() {
+        let a = TrainConfig::smoke();
+        let mut b = a.clone();
+        b.optim.lr = 0.5;
+        b.batch_size += 1;
+        let d = config_differences(&a, &b);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(
+            d.iter()
+                .any(|s| s.starts_with("optim.lr:") && s.ends_with("vs 0.5")),
+            "{d:?}"
+        );
+        assert!(d.iter().any(|s| s.starts_with("batch_size:")), "{d:?}");
     }
 
     #[test]
