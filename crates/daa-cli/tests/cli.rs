@@ -401,6 +401,24 @@ fn data_prepare_flattens_a_layout_for_eval() {
         p(&dir.path().join("x")),
     ]);
     assert!(!train.status.success() && stderr(&train).contains("no train split"));
+    // A root that does not exist is named as given, not as a sub-folder of it.
+    let missing = dir.path().join("nonexist");
+    let none = daa(&[
+        "data",
+        "prepare",
+        "--layout",
+        "sidd-medium",
+        "--root",
+        p(&missing),
+        "--out",
+        p(&dir.path().join("y")),
+    ]);
+    let err = stderr(&none);
+    assert!(
+        !none.status.success() && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!err.contains("Data"), "{err}");
 }
 
 #[test]

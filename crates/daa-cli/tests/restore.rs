@@ -132,6 +132,17 @@ fn name_collisions_are_refused_before_any_work_and_ext_suffix_avoid_them() {
         let img = image::open(&f).unwrap_or_else(|e| panic!("{f:?}: {e}"));
         assert_eq!((img.width(), img.height()), (20, 16));
     }
+
+    // A suffix that is a path is refused before anything is read or written.
+    for bad in ["../../x", "a/b", ""] {
+        let out = restore(&folder, &d.join("out2"), &["--suffix", bad]);
+        assert!(!out.status.success(), "--suffix {bad:?} was accepted");
+        assert!(stderr(&out).contains("--suffix"), "{}", stderr(&out));
+        assert!(
+            !d.join("out2").exists(),
+            "--suffix {bad:?}: nothing is written"
+        );
+    }
 }
 
 #[cfg(unix)]

@@ -59,12 +59,21 @@ impl TileConfig {
         if self.tile == 0 {
             return Ok(Self { tile: 0, ..out });
         }
-        let min = (m + out.pad).max(2 * out.overlap + m);
+        let (for_pad, for_overlap) = (m + out.pad, 2 * out.overlap + m);
+        let min = for_pad.max(for_overlap);
         if out.tile < min {
+            // Name the setting that sets the minimum: a huge --overlap is not the tile's fault.
+            let why = if for_overlap > for_pad {
+                format!(
+                    "an overlap of {} needs tiles of at least {min}: lower --overlap or raise --tile",
+                    out.overlap
+                )
+            } else {
+                format!("the smallest is {min} (size multiple {m}, pad {})", out.pad)
+            };
             return Err(Error::Config(format!(
-                "tile {} is too small for this network: the smallest is {min} (size multiple \
-                 {m}, pad {}, overlap {})",
-                self.tile, out.pad, out.overlap
+                "tile {} is too small for this network: {why}",
+                self.tile
             )));
         }
         Ok(out)
@@ -241,6 +250,14 @@ mod tests {
         assert!(t(1, 0, 0).resolve(8).is_err());
         assert!(t(16, 0, 32).resolve(8).is_err());
         assert!(t(32, 16, 32).resolve(8).is_err());
+        let blame = |c: TileConfig| {
+            c.resolve(8)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(blame(t(64, 1000, 32)).contains("overlap of 1000 needs tiles of at least 2008"));
+        assert!(blame(t(16, 0, 32)).contains("smallest is 40 (size multiple 8, pad 32)"));
         assert_eq!(t(50, 3, 30).resolve(8).ok(), Some(t(48, 8, 32)));
         assert_eq!(t(0, 3, 30).resolve(8).ok(), Some(t(0, 8, 32)));
     }

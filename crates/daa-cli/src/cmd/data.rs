@@ -50,6 +50,16 @@ impl Args {
             copy,
         } = self.cmd;
         let layout: Layout = layout.parse()?;
+        if !root.is_dir() {
+            bail!(
+                "dataset root {root:?} {}; give the folder the download unpacked into",
+                if root.exists() {
+                    "is not a folder"
+                } else {
+                    "does not exist"
+                }
+            );
+        }
         let split = match (split.as_deref(), layout) {
             (Some("train"), _) | (None, Layout::SiddMedium) => Split::Train,
             _ => Split::Test,

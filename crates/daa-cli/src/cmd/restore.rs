@@ -202,6 +202,11 @@ impl Args {
     }
 
     pub fn run(self, device: &Device) -> Result<()> {
+        if let Some(s) = &self.suffix {
+            if s.is_empty() || s.contains(['/', '\\']) || s == "." || s == ".." {
+                bail!("--suffix {s:?} must be part of a file name: no path separators");
+            }
+        }
         let meta = std::fs::symlink_metadata(&self.input)
             .with_context(|| format!("input {:?} does not exist", self.input))?;
         if meta.file_type().is_symlink() && !self.input.exists() {
