@@ -2,24 +2,8 @@
 //! DA, two steps at tiny scale) and `daa restore` uses the checkpoint, its metadata or `--arch`.
 //! `--method dann` trains the same way and writes its classifier beside the restorer.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn daa(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_daa"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap_or_else(|e| panic!("running daa: {e}"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap_or_default()
-}
+mod common;
+use common::{daa, p, stderr};
 
 /// Trains `backbone` with `method` for two steps, then restores an odd-sized image with the
 /// checkpoint, once from its metadata and once naming the architecture. Returns the folder

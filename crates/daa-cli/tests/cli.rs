@@ -1,24 +1,10 @@
 //! The `daa` binary end to end: train a smoke model, restore PNG/JPEG of odd sizes, and fail
 //! with one-line errors on bad input.
 
+mod common;
+use common::{daa, p, stderr};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn daa(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_daa"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap_or_else(|e| panic!("running daa: {e}"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap_or_default()
-}
 
 /// Trains the smoke preset for 2 steps and returns the checkpoint.
 fn checkpoint(dir: &Path) -> PathBuf {

@@ -1,24 +1,8 @@
 //! What the `daa` binary says when a run fails or a flag is wrong: a diverged run exits
 //! non-zero, negative numbers reach the value check, and eval reports what it measured.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn daa(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_daa"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap_or_else(|e| panic!("running daa: {e}"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap_or_default()
-}
+mod common;
+use common::{daa, p, stderr};
 
 #[test]
 fn a_diverged_run_exits_non_zero_and_names_no_missing_file() {

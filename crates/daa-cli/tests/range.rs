@@ -1,6 +1,9 @@
 //! `daa train --range signed` records the range in its checkpoints, and `daa eval` and
 //! `daa restore` apply it from the checkpoint's metadata (`--range` overrides it).
 
+mod common;
+use common::p;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -16,10 +19,6 @@ fn daa(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap_or_default()
 }
 
 fn json(bytes: &[u8]) -> serde_json::Value {

@@ -1,25 +1,12 @@
 //! `daa restore` never overwrites what it reads, checks its outputs before any work, keeps
 //! alpha and 16 bits, and refuses checkpoints that would restore garbage or exhaust memory.
 
+mod common;
+use common::{daa, p, stderr};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
-
-fn daa(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_daa"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap_or_else(|e| panic!("running daa: {e}"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap_or_default()
-}
 
 /// A run folder of the smoke preset trained for 2 steps, shared by the tests of this file.
 fn run_dir() -> &'static Path {
