@@ -201,6 +201,12 @@ impl Trainer<'_> {
                     return Err(self.diverged(format!("at step {done} {bad}")));
                 }
             } else {
+                // An infinite (or huge) restoration loss is not a bad batch: the restorer's
+                // outputs overflow, so the last applied step already ruined the weights, and
+                // skipping would only save them later.
+                if let Some(bad) = loss_problem(&outcome) {
+                    return Err(self.diverged(format!("at step {done} {bad}")));
+                }
                 // The weights are those of the last applied step, which passed the check
                 // above: evaluating and saving them below is safe.
                 nonfinite += 1;
@@ -359,7 +365,7 @@ fn config_differences(saved: &TrainConfig, now: &TrainConfig) -> Vec<String> {
 pub const REC_LOSS_LIMIT: f64 = 1e3;
 
 /// What is wrong with a step's losses, if anything: a restoration loss past
-/// [`REC_LOSS_LIMIT`].
+/// [`REC_LOSS_LIMIT`], infinity included (a NaN is left to the non-finite-step count).
 pub(crate) fn loss_problem(outcome: &StepOutcome) -> Option<String> {
     let rec = outcome.losses.iter().find(|(name, _)| *name == "rec")?.1;
     (rec > REC_LOSS_LIMIT).then(|| {
@@ -502,5 +508,12 @@ mod tests {
         );
         let problem = loss_problem(&outcome(1.2e12)).unwrap_or_default();
         assert!(problem.contains("1.200e12"), "{problem}");
+        let problem = loss_problem(&outcome(f64::INFINITY)).unwrap_or_default();
+        assert!(problem.contains("inf"), "overflowed outputs: {problem}");
+        assert_eq!(
+            loss_problem(&outcome(f64::NAN)),
+            None,
+            "NaN: counted as a skipped step"
+        );
     }
 }

@@ -69,6 +69,33 @@ fn a_huge_learning_rate_fails_the_run_and_saves_no_exploded_weights() {
 }
 
 #[test]
+fn outputs_that_overflow_stop_the_run_instead_of_being_skipped_and_saved() {
+    // lr 2 keeps every weight under WEIGHT_LIMIT but sends the restorer's outputs past f32's
+    // range: from step 2 the loss is infinite. Skipping such steps used to end the run
+    // "successfully" at 6 dB with those weights saved as restorer-best.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = TrainConfig {
+        method: Method::Vanilla,
+        steps: 10,
+        checkpoint_every: 5,
+        seed: 7,
+        ..TrainConfig::smoke()
+    };
+    cfg.optim.lr = 2.0;
+    let err = match train(&cfg, dir.path(), &Device::Cpu, false, &mut |_| {}) {
+        Err(Error::Diverged(m)) => m,
+        Err(e) => panic!("another error than divergence: {e}"),
+        Ok(s) => panic!("reported success, checkpoint {:?}", s.checkpoint),
+    };
+    assert!(err.contains("restoration loss"), "{err}");
+    assert!(
+        safetensors_in(dir.path()).is_empty(),
+        "nothing is saved from a diverged run: {:?}",
+        safetensors_in(dir.path())
+    );
+}
+
+#[test]
 fn the_error_names_the_last_checkpoint_kept_which_exists() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = TrainConfig {
