@@ -23,9 +23,17 @@ fn interp_matrix(n_in: usize, n_out: usize, device: &Device, dtype: DType) -> Re
 /// Bilinear x2 upsampling with `align_corners = true` (PyTorch's
 /// `nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)`).
 ///
-/// Written as two matrix products so that it has a backward pass (candle's
-/// `upsample_bilinear2d` has none). `(B, C, H, W) -> (B, C, 2H, 2W)`.
+/// candle's `upsample_bilinear2d` has no backward pass; on the CPU this is daa-kernels' op
+/// (`daa_kernels::upsample_bilinear2x`, forward and backward parallel over planes), elsewhere
+/// [`upsample_bilinear2x_align_corners_reference`]. `(B, C, H, W) -> (B, C, 2H, 2W)`.
 pub fn upsample_bilinear2x_align_corners(xs: &Tensor) -> Result<Tensor> {
+    daa_kernels::upsample_bilinear2x(xs, upsample_bilinear2x_align_corners_reference)
+}
+
+/// [`upsample_bilinear2x_align_corners`] from candle ops (two matrix products with
+/// interpolation matrices): what other devices run, and the reference the CPU op is tested
+/// against.
+pub fn upsample_bilinear2x_align_corners_reference(xs: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = xs.dims4()?;
     let (dev, dt) = (xs.device(), xs.dtype());
     let mw_t = interp_matrix(w, 2 * w, dev, dt)?.t()?; // (W, 2W)

@@ -35,7 +35,7 @@ mod unet;
 pub use backbone::{Backbone, BackboneConfig};
 pub use common::{
     layer_norm_last_dim, pad_replicate_to_multiple, softmax_last_dim,
-    upsample_bilinear2x_align_corners,
+    upsample_bilinear2x_align_corners, upsample_bilinear2x_align_corners_reference,
 };
 pub use dncnn::{DnCnn, DnCnnConfig};
 pub use nafnet::{NafNet, NafNetConfig};

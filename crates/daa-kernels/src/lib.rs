@@ -40,6 +40,7 @@ mod ptx;
 mod slots;
 #[cfg(feature = "cuda")]
 mod slots_cuda;
+mod upsample;
 
 pub use activation::{leaky_relu, leaky_relu_reference};
 pub use adam::{adam_update, adam_update_reference, AdamStep};
@@ -54,6 +55,7 @@ pub use cpu_conv::conv_chunk_len;
 pub use group_norm::{group_norm, group_norm_reference};
 pub use norm_act::{group_norm_silu, group_norm_silu_reference};
 pub use slots::{swap_condition, swap_condition_reference};
+pub use upsample::upsample_bilinear2x;
 
 /// Whether the fused ops ([`group_norm`], [`swap_condition`]) have a kernel of their own for
 /// this device and dtype: CPU f32/f64, and CUDA f32/f64/bf16 with the `cuda` feature. Elsewhere
