@@ -132,3 +132,41 @@ fn eval_help_and_json_say_which_degradation_was_used() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_checks_every_flag_before_timing_anything() {
+    // A bad method after a good one is refused before the good one runs (nothing timed).
+    for methods in ["da,nope", "vanilla,,da"] {
+        let out = daa(&[
+            "bench",
+            "--methods",
+            methods,
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+        ]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{methods}: {err}");
+        assert!(
+            err.contains("--methods") && err.contains("unknown method"),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty(), "{methods}: timed before refusing");
+    }
+    let out = daa(&["bench", "--steps", "0"]);
+    assert!(!out.status.success() && stderr(&out).contains("--steps"));
+}
+
+#[test]
+fn a_non_finite_learning_rate_is_named_with_its_value() {
+    for v in ["nan", "inf"] {
+        let out = daa(&["train", "--preset", "smoke", "--steps", "1", "--lr", v]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "--lr {v}: {err}");
+        assert!(
+            err.contains("--lr") && err.to_lowercase().contains(v),
+            "{err}"
+        );
+    }
+}

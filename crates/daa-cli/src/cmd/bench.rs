@@ -1,6 +1,6 @@
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use daa_train::{Batch, Method, Models, Precision, TrainConfig};
 
@@ -17,9 +17,9 @@ pub struct Args {
     /// Comma-separated: vanilla, da, dann.
     #[arg(long, default_value = "vanilla,da")]
     methods: String,
-    /// Timed steps (after warm-up).
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
+    /// Timed steps (after warm-up), at least 1.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: u64,
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -40,11 +40,23 @@ impl Args {
             },
             other => bail!("unknown bench preset {other:?} (cpu, paper, paper-small)"),
         };
-        for name in self.methods.split(',') {
-            let method: Method = name.parse()?;
-            if method == Method::DaEx {
-                bail!("bench times vanilla, da and dann; da-ex's step is da's positive pass");
-            }
+        // Every method is checked before any is timed (a typo must not cost a long run).
+        let methods = self
+            .methods
+            .split(',')
+            .map(|name| {
+                let method: Method = name
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("--methods {:?}", self.methods))?;
+                if method == Method::DaEx {
+                    bail!("bench times vanilla, da and dann; da-ex's step is da's positive pass");
+                }
+                Ok(method)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let steps = self.steps as usize;
+        for method in methods {
             let cfg = TrainConfig {
                 method,
                 precision: self.precision.parse()?,
@@ -62,7 +74,7 @@ impl Args {
             // Past the lambda ramp, so the adaptation loss weighs in as in most of a run.
             let step = (cfg.lambda_ramp().ramp_samples / b.max(1) as u64) as usize;
             let mut times = Vec::new();
-            for i in 0..self.warmup + self.steps {
+            for i in 0..self.warmup + steps {
                 let t0 = Instant::now();
                 models.train_step(&batch, step + i, cfg.seed)?;
                 device.synchronize()?;

@@ -72,15 +72,15 @@ impl TrainConfig {
     fn validate_optimizer(&self) -> Result<()> {
         let o = &self.optim;
         let finite = [
-            o.lr,
-            o.beta1,
-            o.beta2,
-            o.eps,
-            o.weight_decay,
-            self.charbonnier_eps,
+            ("lr (--lr)", o.lr),
+            ("beta1", o.beta1),
+            ("beta2", o.beta2),
+            ("eps", o.eps),
+            ("weight_decay", o.weight_decay),
+            ("charbonnier_eps", self.charbonnier_eps),
         ];
-        if finite.iter().any(|v| !v.is_finite()) {
-            return bad("optimizer settings and charbonnier_eps must be finite".into());
+        if let Some((name, v)) = finite.iter().find(|(_, v)| !v.is_finite()) {
+            return bad(format!("{name} must be a finite number, got {v}"));
         }
         // Name the one setting at fault (not all five), in the flag's terms.
         let checks = [
