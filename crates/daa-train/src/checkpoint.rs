@@ -58,11 +58,61 @@ pub(crate) fn save_tensors(
     write_atomic(path, |tmp| {
         let mut items: Vec<(&String, &Tensor)> = tensors.iter().collect();
         items.sort_by(|a, b| a.0.cmp(b.0));
-        safetensors::serialize_to_file(items, Some(metadata), tmp).map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("cannot write: {e}"),
-        })
+        safetensors::serialize_to_file(items, Some(metadata), tmp).map_err(|e| {
+            Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!("cannot write: {e}"),
+            }
+        })?;
+        sort_header(tmp)
     })
+}
+
+/// Rewrites the JSON header of the safetensors file at `path` with its keys sorted. safetensors
+/// writes the `__metadata__` map in `HashMap` order, which changes from run to run, so two
+/// identical checkpoints differed in bytes and `cmp`/`sha256sum` could not show that a resumed
+/// run equals an uninterrupted one. The sorted header has the same length (the same entries),
+/// so it is overwritten in place; the tensor data does not move.
+fn sort_header(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<_> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            other => other,
+        }
+    }
+    let io = |e| Error::io(path, e);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io)?;
+    let n = u64::from_le_bytes(len) as usize;
+    let mut header = vec![0u8; n];
+    f.read_exact(&mut header).map_err(io)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("unreadable header just written: {e}"),
+        })?;
+    let mut out = serde_json::to_vec(&sorted(value)).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!("cannot write the header: {e}"),
+    })?;
+    if out.len() > n {
+        return Ok(()); // cannot happen (same entries); keep safetensors' own header
+    }
+    out.resize(n, b' ');
+    f.seek(SeekFrom::Start(8)).map_err(io)?;
+    f.write_all(&out).map_err(io)
 }
 
 pub(crate) fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
@@ -249,6 +299,33 @@ mod tests {
         }
         let entries = std::fs::read_dir(dir.path()).map_err(|e| Error::io("dir", e))?;
         assert_eq!(entries.count(), 1, "no temporary file left");
+        Ok(())
+    }
+
+    #[test]
+    fn identical_checkpoints_are_identical_bytes() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let dev = Device::Cpu;
+        let tensors: HashMap<String, Tensor> = ["b", "a", "c.w", "c.b"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Ok((k.to_string(), Tensor::full(i as f32, (2, 3), &dev)?)))
+            .collect::<candle_core::Result<_>>()?;
+        let meta = || -> HashMap<String, String> {
+            (0..8)
+                .map(|i| (format!("daa.k{i}"), format!("v{i}")))
+                .collect()
+        };
+        let mut files = Vec::new();
+        for i in 0..5 {
+            // A new HashMap each time: safetensors alone wrote its entries in a new order.
+            let path = dir.path().join(format!("{i}.safetensors"));
+            save_tensors(&path, &tensors, meta())?;
+            files.push(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
+        }
+        assert!(files.windows(2).all(|w| w[0] == w[1]), "bytes differ");
+        let back = candle_core::safetensors::load(dir.path().join("0.safetensors"), &dev)?;
+        assert_eq!(back["c.w"].to_vec2::<f32>()?, vec![vec![2f32; 3]; 2]);
         Ok(())
     }
 }
