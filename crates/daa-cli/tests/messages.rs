@@ -170,3 +170,48 @@ fn a_non_finite_learning_rate_is_named_with_its_value() {
         );
     }
 }
+
+#[test]
+fn resume_with_another_preset_is_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = dir.path().join("run");
+    let first = daa(&[
+        "train",
+        "--preset",
+        "smoke",
+        "--steps",
+        "1",
+        "--run-dir",
+        p(&run),
+    ]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let out = daa(&[
+        "train",
+        "--resume",
+        "--preset",
+        "deblur",
+        "--steps",
+        "2",
+        "--run-dir",
+        p(&run),
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--preset deblur") && err.contains("preset smoke"),
+        "{err}"
+    );
+    assert!(!run.join("restorer-2.safetensors").exists());
+    // The same preset, or none, continues the run.
+    let same = daa(&[
+        "train",
+        "--resume",
+        "--preset",
+        "smoke",
+        "--steps",
+        "2",
+        "--run-dir",
+        p(&run),
+    ]);
+    assert!(same.status.success(), "{}", stderr(&same));
+}

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use daa_train::{Event, Method, Overrides, Precision, TrainConfig, ValueRange, PRESETS};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,9 +15,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct Args {
     /// A named preset: denoise (DA on a CPU, embedded photos), denoise-vanilla (its supervised
     /// baseline), deblur, derain (the other tasks on a CPU), denoise-paper, deblur-paper,
-    /// derain-paper (the paper's networks and settings, GPU scale), smoke (tests).
-    #[arg(long, default_value = "denoise", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
-    preset: String,
+    /// derain-paper (the paper's networks and settings, GPU scale), smoke (tests). Default:
+    /// denoise; with --resume, the run's own.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
+    preset: Option<String>,
     /// A JSON config file (as written to a run's config.json) instead of a preset.
     #[arg(long, conflicts_with = "preset")]
     config: Option<PathBuf>,
@@ -179,8 +180,18 @@ impl Args {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {p:?}"))?;
                 TrainConfig::from_json(&text).with_context(|| format!("parsing {p:?}"))?
             }
-            None => TrainConfig::preset(&self.preset)?,
+            None => TrainConfig::preset(self.preset.as_deref().unwrap_or("denoise"))?,
         };
+        if let (Some(asked), Some(_), None) = (&self.preset, &saved, &self.config) {
+            if *asked != cfg.preset {
+                bail!(
+                    "--preset {asked} does not match the run being resumed (preset {}): --resume \
+                     continues the run's saved settings; drop --preset, or start a new run in \
+                     another --run-dir",
+                    cfg.preset
+                );
+            }
+        }
         self.overrides()?.apply(&mut cfg)?;
         Ok(cfg)
     }
