@@ -134,9 +134,10 @@ impl<'a> RunLog<'a> {
         (self.on_event)(&Event::Progress { step, total_steps });
     }
 
-    /// A step was skipped (non-finite loss or gradient), `in_a_row` so far.
+    /// A step was skipped (non-finite loss or gradient), `in_a_row` so far. Logged at info: the
+    /// `SkippedStep` event is the warning (the CLI prints it; a warn here doubled every line).
     pub(crate) fn skipped(&mut self, step: usize, total: f64, in_a_row: usize) {
-        tracing::warn!(
+        tracing::info!(
             step,
             loss = total,
             in_a_row,
