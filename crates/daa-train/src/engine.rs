@@ -138,8 +138,8 @@ fn prepare_run_dir(
     };
     match (&saved, resume) {
         (Some(s), false) => return Err(refuse(format!("already holds a run (at step {}); pass --resume to continue it or choose another folder", s.step))),
-        (None, false) if !steps.is_empty() => return Err(refuse(format!("holds checkpoints ({}) of an earlier run; choose another folder", listed()))),
-        (None, true) if !steps.is_empty() => return Err(refuse(format!("holds checkpoints ({}) but no train_state.json, so the step to continue from is unknown; nothing was changed", listed()))),
+        (None, false) if !steps.is_empty() => return Err(refuse(format!("holds checkpoints ({}) of an earlier run without its train_state.json (a run stopped while writing its first checkpoint leaves this; only its first steps are lost); choose another folder, or delete this one to start again", listed()))),
+        (None, true) if !steps.is_empty() => return Err(refuse(format!("holds checkpoints ({}) but no train_state.json, so the step to continue from is unknown (a run stopped while writing its first checkpoint leaves this; only its first steps are lost); nothing was changed: delete the folder, or start a new run in another one", listed()))),
         (None, true) => return Err(refuse("holds no run to resume (no train_state.json); start a new run without --resume".into())),
         (Some(s), true) if s.step >= cfg.steps => return Err(refuse(format!("the run is already at step {}; nothing to do for --steps {} (give more steps to continue it)", s.step, cfg.steps))),
         _ => {}
