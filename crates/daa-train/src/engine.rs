@@ -198,14 +198,14 @@ impl Trainer<'_> {
                 // Outputs can explode while every weight stays under the limit (the first
                 // DANN runs reached a restoration loss of 1e12 that way).
                 if let Some(bad) = loss_problem(&outcome) {
-                    return Err(self.diverged(format!("at step {done} {bad}")));
+                    return Err(self.diverged_loss(done, bad));
                 }
             } else {
                 // An infinite (or huge) restoration loss is not a bad batch: the restorer's
                 // outputs overflow, so the last applied step already ruined the weights, and
                 // skipping would only save them later.
                 if let Some(bad) = loss_problem(&outcome) {
-                    return Err(self.diverged(format!("at step {done} {bad}")));
+                    return Err(self.diverged_loss(done, bad));
                 }
                 // The weights are those of the last applied step, which passed the check
                 // above: evaluating and saving them below is safe.
@@ -236,6 +236,21 @@ impl Trainer<'_> {
             None => "no checkpoint was written".to_string(),
         };
         Error::Diverged(format!("{why}; {kept}; lower the learning rate"))
+    }
+
+    /// The error of a run whose step `done` had an exploded loss. That loss measures the
+    /// weights of step `done - 1`: a checkpoint written at that step holds them, so it is named
+    /// as such rather than as a safe place to resume from.
+    fn diverged_loss(&self, done: usize, bad: String) -> Error {
+        match &self.last_checkpoint {
+            Some(p) if self.state.step + 1 == done => Error::Diverged(format!(
+                "at step {done} {bad}; the last checkpoint, {}, holds the weights that produced \
+                 it (step {}): do not resume from it; lower the learning rate",
+                p.display(),
+                done - 1
+            )),
+            _ => self.diverged(format!("at step {done} {bad}")),
+        }
     }
 
     /// Stop requested before `step`: save where we are (unless that step is already saved).

@@ -96,6 +96,30 @@ fn outputs_that_overflow_stop_the_run_instead_of_being_skipped_and_saved() {
 }
 
 #[test]
+fn a_checkpoint_of_the_weights_that_exploded_is_not_offered_for_resuming() {
+    // Same run, checkpointing every step: restorer-1 holds the weights whose loss is inf at
+    // step 2, so the error must not present it as the checkpoint to go back to.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = TrainConfig {
+        method: Method::Vanilla,
+        steps: 10,
+        checkpoint_every: 1,
+        seed: 7,
+        ..TrainConfig::smoke()
+    };
+    cfg.optim.lr = 2.0;
+    let err = match train(&cfg, dir.path(), &Device::Cpu, false, &mut |_| {}) {
+        Err(Error::Diverged(m)) => m,
+        Err(e) => panic!("another error than divergence: {e}"),
+        Ok(s) => panic!("reported success, checkpoint {:?}", s.checkpoint),
+    };
+    assert!(
+        err.contains("restorer-1") && err.contains("do not resume from it"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_error_names_the_last_checkpoint_kept_which_exists() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = TrainConfig {
