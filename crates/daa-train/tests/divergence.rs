@@ -68,16 +68,16 @@ fn a_huge_learning_rate_fails_the_run_and_saves_no_exploded_weights() {
     }
 }
 
-#[test]
-fn outputs_that_overflow_stop_the_run_instead_of_being_skipped_and_saved() {
-    // lr 2 keeps every weight under WEIGHT_LIMIT but sends the restorer's outputs past f32's
-    // range: from step 2 the loss is infinite. Skipping such steps used to end the run
-    // "successfully" at 6 dB with those weights saved as restorer-best.
+/// Trains the smoke preset's vanilla run at lr 2 (seed 7), checkpointing every
+/// `checkpoint_every` steps, in a new folder; returns the divergence message and the folder.
+/// lr 2 keeps every weight under WEIGHT_LIMIT but sends the restorer's outputs past f32's
+/// range: from step 2 the loss is infinite.
+fn overflowing_run(checkpoint_every: usize) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = TrainConfig {
         method: Method::Vanilla,
         steps: 10,
-        checkpoint_every: 5,
+        checkpoint_every,
         seed: 7,
         ..TrainConfig::smoke()
     };
@@ -87,6 +87,14 @@ fn outputs_that_overflow_stop_the_run_instead_of_being_skipped_and_saved() {
         Err(e) => panic!("another error than divergence: {e}"),
         Ok(s) => panic!("reported success, checkpoint {:?}", s.checkpoint),
     };
+    (err, dir)
+}
+
+#[test]
+fn outputs_that_overflow_stop_the_run_instead_of_being_skipped_and_saved() {
+    // Skipping such steps used to end the run "successfully" at 6 dB with those weights saved
+    // as restorer-best.
+    let (err, dir) = overflowing_run(5);
     assert!(err.contains("restoration loss"), "{err}");
     assert!(
         safetensors_in(dir.path()).is_empty(),
@@ -97,22 +105,9 @@ fn outputs_that_overflow_stop_the_run_instead_of_being_skipped_and_saved() {
 
 #[test]
 fn a_checkpoint_of_the_weights_that_exploded_is_not_offered_for_resuming() {
-    // Same run, checkpointing every step: restorer-1 holds the weights whose loss is inf at
-    // step 2, so the error must not present it as the checkpoint to go back to.
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut cfg = TrainConfig {
-        method: Method::Vanilla,
-        steps: 10,
-        checkpoint_every: 1,
-        seed: 7,
-        ..TrainConfig::smoke()
-    };
-    cfg.optim.lr = 2.0;
-    let err = match train(&cfg, dir.path(), &Device::Cpu, false, &mut |_| {}) {
-        Err(Error::Diverged(m)) => m,
-        Err(e) => panic!("another error than divergence: {e}"),
-        Ok(s) => panic!("reported success, checkpoint {:?}", s.checkpoint),
-    };
+    // Checkpointing every step: restorer-1 holds the weights whose loss is inf at step 2, so
+    // the error must not present it as the checkpoint to go back to.
+    let (err, _dir) = overflowing_run(1);
     assert!(
         err.contains("restorer-1") && err.contains("do not resume from it"),
         "{err}"
