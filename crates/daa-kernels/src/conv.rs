@@ -260,7 +260,45 @@ pub fn conv2d_bias(
     xs.contiguous()?.apply_op3(
         &w.contiguous()?,
         &bias.contiguous()?,
-        ConvBiasOp { g, chunk: 0 },
+        ConvBiasOp {
+            g,
+            chunk: 0,
+            slope: None,
+        },
+    )
+}
+
+/// `leaky_relu(conv2d_bias(xs, w, bias), slope)` for `0 < slope < 1`. On the CPU (f32/f64) one
+/// op: each thread applies the activation to the output it just wrote, and the backward
+/// takes the activation's gradient from the output's sign; the values and gradients are
+/// those of the two ops, bit for bit. Elsewhere the two ops.
+pub fn conv2d_bias_leaky_relu(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+    slope: f64,
+) -> Result<Tensor> {
+    let o = w.dim(0)?;
+    let autocast = xs.dtype() == DType::F32 && crate::conv_autocast_dtype().is_some();
+    if autocast
+        || !(slope > 0.0 && slope < 1.0)
+        || bias.dims() != [o]
+        || !xs.device().is_cpu()
+        || !matches!(xs.dtype(), DType::F32 | DType::F64)
+    {
+        return crate::leaky_relu(&conv2d_bias(xs, w, bias, padding, stride)?, slope);
+    }
+    let g = geometry(xs, w, padding, stride)?;
+    xs.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &bias.contiguous()?,
+        ConvBiasOp {
+            g,
+            chunk: 0,
+            slope: Some(slope),
+        },
     )
 }
 
@@ -348,10 +386,11 @@ struct ConvOp {
     g: Conv2dGeometry,
     chunk: usize,
 }
-/// [`ConvOp`] with a bias as third argument.
+/// [`ConvOp`] with a bias as third argument, and LeakyReLU after it when `slope` is given.
 struct ConvBiasOp {
     g: Conv2dGeometry,
     chunk: usize,
+    slope: Option<f64>,
 }
 /// The bias gradient: `dy (B, O, OH, OW) -> (O,)`.
 struct BiasGrad;
@@ -425,9 +464,8 @@ impl CustomOp2 for ConvOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (g, chunk) = (self.g, self.chunk);
         let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(w, &ConvBwdData { g, chunk })?;
-        let dw = x.apply_op2_no_bwd(&dy, &ConvBwdFilter { g, chunk })?;
-        Ok((Some(dx), Some(dw)))
+        let (dx, dw) = conv_grads(x, w, &dy, g, chunk)?;
+        Ok((dx, dw))
     }
 }
 
@@ -455,6 +493,7 @@ impl CustomOp3 for ConvBiasOp {
                     Some(contiguous_slice(b, l3)?),
                     &g,
                     chunk,
+                    self.slope.map(|k| k as f32),
                 ))
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
@@ -464,6 +503,7 @@ impl CustomOp3 for ConvBiasOp {
                     Some(contiguous_slice(b, l3)?),
                     &g,
                     chunk,
+                    self.slope,
                 ))
             }
             (a, _, _) => candle_core::bail!(
@@ -479,17 +519,46 @@ impl CustomOp3 for ConvBiasOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _bias: &Tensor,
-        _res: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (g, chunk) = (self.g, self.chunk);
-        let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(w, &ConvBwdData { g, chunk })?;
-        let dw = x.apply_op2_no_bwd(&dy, &ConvBwdFilter { g, chunk })?;
-        let db = dy.apply_op1_no_bwd(&BiasGrad)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        let dy = match self.slope {
+            Some(k) => crate::activation::leaky_relu_grad_from_output(res, dy, k)?,
+            None => dy.contiguous()?,
+        };
+        let (dx, dw) = conv_grads(x, w, &dy, g, chunk)?;
+        let db = if bias.track_op() {
+            Some(dy.apply_op1_no_bwd(&BiasGrad)?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
     }
+}
+
+/// The input and weight gradients of a conv, each only for an argument that tracks
+/// gradients: candle's backward asks an op for every argument's gradient, and adds each one it
+/// gets to a fresh zero tensor, also for data such as a network's input image.
+fn conv_grads(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    g: Conv2dGeometry,
+    chunk: usize,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let dx = if x.track_op() {
+        Some(dy.apply_op2_no_bwd(w, &ConvBwdData { g, chunk })?)
+    } else {
+        None
+    };
+    let dw = if w.track_op() {
+        Some(x.apply_op2_no_bwd(dy, &ConvBwdFilter { g, chunk })?)
+    } else {
+        None
+    };
+    Ok((dx, dw))
 }
 
 impl CustomOp1 for BiasGrad {
@@ -593,6 +662,16 @@ impl Conv2d {
     /// The weight.
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+    /// `leaky_relu(self.forward(xs), slope)`, as one op where [`conv2d_bias_leaky_relu`] fuses
+    /// them (a layer with a bias, `0 < slope < 1`).
+    pub fn forward_leaky_relu(&self, xs: &Tensor, slope: f64) -> Result<Tensor> {
+        match &self.bias {
+            Some(b) => {
+                conv2d_bias_leaky_relu(xs, &self.weight, b, self.padding, self.stride, slope)
+            }
+            None => crate::leaky_relu(&conv2d(xs, &self.weight, self.padding, self.stride)?, slope),
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub(crate) trait Elem:
     Copy + Default + Send + Sync + std::ops::AddAssign + std::ops::Add<Output = Self> + 'static
 {
     const ONE: Self;
+    /// LeakyReLU with slope `k`: `max(x, k * x)`, as [`crate::leaky_relu`] computes it.
+    fn leaky(self, k: Self) -> Self;
     /// Runs `f` on a scratch buffer of `n` elements (contents unspecified), reused across
     /// calls on the same thread so that chunks do not page-fault fresh memory each time.
     fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
@@ -45,6 +47,9 @@ macro_rules! elem {
         }
         impl Elem for $t {
             const ONE: Self = 1.0;
+            fn leaky(self, k: Self) -> Self {
+                self.max(self * k)
+            }
             fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
                 // Taken out while in use: a nested call on this thread (rayon work stealing
                 // inside a parallel gemm) gets a fresh buffer instead of a borrow panic.
@@ -66,11 +71,11 @@ elem!(f64, SCRATCH_F64);
 
 /// A raw pointer that tasks writing disjoint regions may share.
 #[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 impl<T> SendPtr<T> {
-    fn get(self) -> *mut T {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }
@@ -97,7 +102,7 @@ fn is_pointwise(g: &Conv2dGeometry) -> bool {
 
 /// Runs `n` tasks: in parallel with a single-threaded gemm each when there are enough of them
 /// to keep every thread busy, else one after the other with a parallel gemm.
-fn run_tasks(n: usize, f: impl Fn(usize, Parallelism) + Send + Sync) {
+pub(crate) fn run_tasks(n: usize, f: impl Fn(usize, Parallelism) + Send + Sync) {
     let threads = rayon::current_num_threads();
     if threads <= 1 {
         (0..n).for_each(|t| f(t, Parallelism::None));
@@ -111,10 +116,36 @@ fn run_tasks(n: usize, f: impl Fn(usize, Parallelism) + Send + Sync) {
 /// `dst (m, n), row stride dst_rs` (+)= `lhs (m, k) . rhs (k, n)`, each operand given by its
 /// row and column strides in elements.
 #[allow(clippy::too_many_arguments)]
-unsafe fn mm<T: Elem>(
-    (m, n, k): (usize, usize, usize),
+pub(crate) unsafe fn mm<T: Elem>(
+    dims: (usize, usize, usize),
     dst: *mut T,
     dst_rs: usize,
+    accumulate: bool,
+    lhs: *const T,
+    lhs_strides: (usize, usize),
+    rhs: *const T,
+    rhs_strides: (usize, usize),
+    par: Parallelism,
+) {
+    mm_strided(
+        dims,
+        dst,
+        (dst_rs, 1),
+        accumulate,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        par,
+    )
+}
+
+/// [`mm`] with the destination's row and column strides both given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn mm_strided<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    (dst_rs, dst_cs): (usize, usize),
     accumulate: bool,
     lhs: *const T,
     (lhs_rs, lhs_cs): (usize, usize),
@@ -128,7 +159,7 @@ unsafe fn mm<T: Elem>(
         n,
         k,
         dst,
-        1,
+        dst_cs as isize,
         dst_rs as isize,
         accumulate,
         lhs,
@@ -259,24 +290,27 @@ fn col2im_t_add<T: Elem>(cols: &[T], x: &mut [T], g: &Conv2dGeometry, p0: usize,
 
 /// `x (B, C, H, W)`, `w (O, C, k, k)` -> `y (B, O, OH, OW)`.
 pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], g: &Conv2dGeometry, chunk: usize) -> Vec<T> {
-    forward_bias(x, w, None, g, chunk)
+    forward_bias(x, w, None, g, chunk, None)
 }
 
 /// `x (B, C, H, W)`, `w (O, C, k, k)`, `bias (O,)` -> `y (B, O, OH, OW)`: the bias is written
-/// first and the gemm adds onto it (no separate pass over the output).
+/// first and the gemm adds onto it (no separate pass over the output); with `slope`, each
+/// task then applies LeakyReLU to the part of the output it wrote.
 pub(crate) fn forward_bias<T: Elem>(
     x: &[T],
     w: &[T],
     bias: Option<&[T]>,
     g: &Conv2dGeometry,
     chunk: usize,
+    slope: Option<T>,
 ) -> Vec<T> {
     let (ckk, p) = (g.ckk(), g.oh() * g.ow());
     let o = w.len() / ckk.max(1);
     let n = chunk_len::<T>(g, chunk);
     let chunks = p.div_ceil(n);
-    let mut y = vec![T::default(); g.b * o * p];
-    let yp = SendPtr(y.as_mut_ptr());
+    let len = g.b * o * p;
+    let mut y: Vec<T> = Vec::with_capacity(len);
+    let yp = SendPtr(y.spare_capacity_mut().as_mut_ptr().cast::<T>());
     let per_in = g.c * g.h * g.w;
     run_tasks(g.b * chunks, |t, par| {
         let (bi, ci) = (t / chunks, t % chunks);
@@ -322,7 +356,16 @@ pub(crate) fn forward_bias<T: Elem>(
                 }
             })
         }
+        if let Some(k) = slope {
+            for oi in 0..o {
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(oi * p), len) };
+                row.iter_mut().for_each(|v| *v = v.leaky(k));
+            }
+        }
     });
+    // Every element was written: each task's columns, for every output channel, either by
+    // the bias fill or by a non-accumulating gemm.
+    unsafe { y.set_len(len) };
     y
 }
 

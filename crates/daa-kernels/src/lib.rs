@@ -42,10 +42,11 @@ mod slots;
 mod slots_cuda;
 mod upsample;
 
-pub use activation::{leaky_relu, leaky_relu_reference};
+pub use activation::{leaky_relu, leaky_relu_reference, mul_mask};
 pub use adam::{adam_update, adam_update_reference, AdamStep};
 pub use conv::{
-    col2im, conv2d, conv2d_bias, conv2d_chunked, im2col, Conv2d, Conv2dGeometry, CONV_SCRATCH_BYTES,
+    col2im, conv2d, conv2d_bias, conv2d_bias_leaky_relu, conv2d_chunked, im2col, Conv2d,
+    Conv2dGeometry, CONV_SCRATCH_BYTES,
 };
 pub use conv_settings::{
     conv_autocast, conv_autocast_dtype, conv_benchmark, conv_tf32, set_conv_benchmark,
@@ -68,4 +69,13 @@ pub(crate) fn fused_op_supported(device: &candle_core::Device, dtype: candle_cor
         candle_core::Device::Cuda(_) => matches!(dtype, DType::F32 | DType::F64 | DType::BF16),
         _ => false,
     }
+}
+
+/// Runs `f` on a thread of the rayon pool that the CPU kernels use, and returns its result
+/// (inline when called from such a thread already). A training step driven from a pool thread
+/// takes part in every parallel kernel it starts, instead of handing each one to the pool and
+/// sleeping until it is done: no thread beyond `-j` competes for the cores, and the pool's
+/// threads are not woken from sleep for every op.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
 }

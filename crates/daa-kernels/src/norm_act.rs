@@ -296,9 +296,10 @@ pub(crate) fn backward<T: Float>(
                     // dL/dz: SiLU's gradient in candle's form, sigmoid * (1 - y) + y.
                     let dz = if mode.act {
                         let z = pre_act(nv, &k, mode.modulated);
-                        let one = T::from_f64(1.0);
-                        let sig = one / ((-z).exp() + one);
-                        let y = silu(z);
+                        // One exp for both: the same bits as `1 / (exp(-z) + 1)` and `silu(z)`.
+                        let (one, e) = (T::from_f64(1.0), (-z).exp());
+                        let sig = one / (e + one);
+                        let y = z / (one + e);
                         g * (sig * (one - y) + y)
                     } else {
                         g

@@ -227,6 +227,11 @@ impl Models {
     /// step's noise levels, noise, swap masks and dropout masks come from `seed` and `step`
     /// alone. A non-finite loss or gradient leaves every weight as it was.
     pub fn train_step(&mut self, batch: &Batch, step: usize, seed: u64) -> Result<StepOutcome> {
+        daa_kernels::on_pool(|| self.train_step_here(batch, step, seed))
+    }
+
+    /// [`Models::train_step`] on the calling thread.
+    fn train_step_here(&mut self, batch: &Batch, step: usize, seed: u64) -> Result<StepOutcome> {
         let mut rng = seeds::step_rng(seed, step);
         let mut dropout = seeds::dropout_rng(seed, step);
         let adaptation = self.diffusion.as_ref().map(|d| Adaptation {

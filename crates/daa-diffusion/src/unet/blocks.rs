@@ -81,7 +81,7 @@ pub fn dropout(xs: &Tensor, p: f64, rng: &mut dyn RngCore) -> Result<Tensor> {
     let mask = Tensor::from_vec(mask, xs.shape(), &Device::Cpu)?
         .to_dtype(xs.dtype())?
         .to_device(xs.device())?;
-    xs * mask
+    daa_kernels::mul_mask(xs, &mask)
 }
 
 /// Up/down sampling inside a residual block.
