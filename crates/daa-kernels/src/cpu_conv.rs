@@ -18,6 +18,7 @@ use ::gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::conv::Conv2dGeometry;
+use crate::cpu_conv_wide::{self as wide, WIDE_MIN_CHANNELS};
 
 /// The most im2col scratch one thread holds at a time, in bytes.
 pub const CONV_SCRATCH_BYTES: usize = 4 << 20;
@@ -304,6 +305,9 @@ pub(crate) fn forward_bias<T: Elem>(
     chunk: usize,
     slope: Option<T>,
 ) -> Vec<T> {
+    if wide::applies(g, g.c) {
+        return wide::forward(x, w, bias, g, chunk, slope);
+    }
     let (ckk, p) = (g.ckk(), g.oh() * g.ow());
     let o = w.len() / ckk.max(1);
     let n = chunk_len::<T>(g, chunk);
@@ -408,6 +412,9 @@ pub(crate) fn backward_data<T: Elem>(
 ) -> Vec<T> {
     let (ckk, p) = (g.ckk(), g.oh() * g.ow());
     let o = w.len() / ckk.max(1);
+    if wide::applies(g, o) {
+        return wide::backward_data(dy, w, g, chunk);
+    }
     let n = chunk_len::<T>(g, chunk);
     let chunks = p.div_ceil(n);
     let per_in = g.c * g.h * g.w;
@@ -477,6 +484,10 @@ pub(crate) fn backward_filter<T: Elem>(
     let groups = (PARTIALS_BYTES / (size * std::mem::size_of::<T>()).max(1))
         .clamp(1, MAX_GROUPS)
         .min(g.b.max(1));
+    if wide::applies(g, WIDE_MIN_CHANNELS) {
+        // The weight gradient's gemms sum over positions, so few channels do not thin them.
+        return wide::backward_filter(x, dy, g, chunk, groups);
+    }
     let mut partials = vec![T::default(); groups * size];
     let pp = SendPtr(partials.as_mut_ptr());
     run_tasks(groups, |gi, par| {

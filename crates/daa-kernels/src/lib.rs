@@ -31,6 +31,7 @@ mod conv;
 mod conv_cudnn;
 mod conv_settings;
 mod cpu_conv;
+mod cpu_conv_wide;
 mod group_norm;
 #[cfg(feature = "cuda")]
 mod group_norm_cuda;

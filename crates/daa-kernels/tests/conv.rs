@@ -11,7 +11,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
         .to_scalar::<f64>()
 }
 
-const CASES: [(usize, usize, usize, usize, usize, usize, usize); 6] = [
+const CASES: [(usize, usize, usize, usize, usize, usize, usize); 11] = [
     // (batch, channels, height, width, out channels, kernel, padding); strides below
     (2, 3, 9, 7, 4, 3, 1),
     (1, 5, 8, 8, 2, 1, 0),
@@ -19,8 +19,15 @@ const CASES: [(usize, usize, usize, usize, usize, usize, usize); 6] = [
     (2, 4, 8, 6, 8, 2, 0),
     (1, 3, 5, 5, 2, 5, 2),
     (2, 2, 7, 9, 3, 3, 1),
+    // Stride 1 with at least WIDE_MIN_CHANNELS (8) channels: the shifted-gemm path, for the
+    // forward (input channels), the input gradient (output channels) or both.
+    (2, 8, 9, 7, 8, 3, 1),
+    (1, 16, 6, 10, 9, 3, 0),
+    (2, 8, 7, 7, 3, 5, 2),
+    (1, 3, 8, 5, 8, 3, 2),
+    (3, 9, 5, 6, 8, 2, 1),
 ];
-const STRIDES: [usize; 6] = [1, 1, 1, 2, 1, 2];
+const STRIDES: [usize; 11] = [1, 1, 1, 2, 1, 2, 1, 1, 1, 1, 1];
 
 #[test]
 fn forward_and_gradients_match_candle() -> Result<()> {
