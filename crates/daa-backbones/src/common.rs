@@ -69,9 +69,10 @@ pub fn pad_replicate_to_multiple(xs: &Tensor, m: usize) -> Result<Tensor> {
     }
 }
 
-/// 2x2 average pooling with stride 2 (has a backward in candle because kernel == stride).
+/// 2x2 average pooling with stride 2: candle's `avg_pool2d(2)`, as one parallel op on the CPU
+/// with the same bits (daa_kernels::avg_pool2x2).
 pub fn avg_pool2(xs: &Tensor) -> Result<Tensor> {
-    xs.avg_pool2d(2)
+    daa_kernels::avg_pool2x2(xs)
 }
 
 /// LeakyReLU with negative slope `slope` (`max(x, slope * x)`; one fused op on the CPU).

@@ -36,6 +36,7 @@ mod group_norm;
 #[cfg(feature = "cuda")]
 mod group_norm_cuda;
 mod norm_act;
+mod pool;
 #[cfg(feature = "cuda")]
 mod ptx;
 mod slots;
@@ -56,6 +57,7 @@ pub use conv_settings::{
 pub use cpu_conv::conv_chunk_len;
 pub use group_norm::{group_norm, group_norm_reference};
 pub use norm_act::{group_norm_silu, group_norm_silu_reference};
+pub use pool::{avg_pool2x2, upsample_nearest2x};
 pub use slots::{swap_condition, swap_condition_reference};
 pub use upsample::upsample_bilinear2x;
 

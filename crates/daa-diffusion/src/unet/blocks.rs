@@ -99,17 +99,20 @@ pub enum Resample {
 /// overwrites it instead, which drops the other paths' gradient to the same tensor (a residual
 /// block upsamples its input for the skip and feeds it to its GroupNorm); found by the step
 /// parity test against PyTorch (crates/daa-train/tests/step_parity.rs).
+/// On the CPU (f32/f64) one op from daa-kernels with the same bits, forward and backward.
 pub fn upsample_nearest2x(xs: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = xs.dims4()?;
-    xs.reshape((b, c, h, 1, w, 1))?
-        .broadcast_as((b, c, h, 2, w, 2))?
-        .reshape((b, c, 2 * h, 2 * w))
+    daa_kernels::upsample_nearest2x(xs, |xs| {
+        let (b, c, h, w) = xs.dims4()?;
+        xs.reshape((b, c, h, 1, w, 1))?
+            .broadcast_as((b, c, h, 2, w, 2))?
+            .reshape((b, c, 2 * h, 2 * w))
+    })
 }
 
 fn resample(xs: &Tensor, r: Resample) -> Result<Tensor> {
     match r {
         Resample::None => Ok(xs.clone()),
-        Resample::Down => xs.avg_pool2d(2),
+        Resample::Down => daa_kernels::avg_pool2x2(xs),
         Resample::Up => upsample_nearest2x(xs),
     }
 }
