@@ -234,8 +234,10 @@ pub(crate) fn forward<T: Float>(x: &[T], params: &[T], b: usize, c: usize, mode:
     let cg = c / groups;
     let spatial = x.len() / (b * c);
     let n = cg * spatial;
-    let mut y = vec![T::from_f64(0.0); x.len()];
-    y.par_chunks_mut(n)
+    // Written straight into fresh memory on the pool (no zero fill first on this thread).
+    let mut y: Vec<T> = Vec::with_capacity(x.len());
+    y.spare_capacity_mut()
+        .par_chunks_mut(n)
         .zip(x.par_chunks(n))
         .enumerate()
         .for_each(|(i, (yo, xi))| {
@@ -249,10 +251,12 @@ pub(crate) fn forward<T: Float>(x: &[T], params: &[T], b: usize, c: usize, mode:
                 );
                 for (y, &x) in ys.iter_mut().zip(xs) {
                     let z = pre_act(normed(x, mean, rstd, &k), &k, mode.modulated);
-                    *y = if mode.act { silu(z) } else { z };
+                    y.write(if mode.act { silu(z) } else { z });
                 }
             }
         });
+    // Every element was written: the chunks cover x.len() (B * groups chunks of n).
+    unsafe { y.set_len(x.len()) };
     y
 }
 
