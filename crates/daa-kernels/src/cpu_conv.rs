@@ -418,19 +418,21 @@ pub(crate) fn backward_data<T: Elem>(
     let n = chunk_len::<T>(g, chunk);
     let chunks = p.div_ceil(n);
     let per_in = g.c * g.h * g.w;
-    let mut dx = vec![T::default(); g.b * per_in];
-    let dxp = SendPtr(dx.as_mut_ptr());
+    // Each task initialises its own image's part (zeros, or the non-accumulating gemm), so
+    // that no zero fill runs on the calling thread first.
+    let mut dx: Vec<T> = Vec::with_capacity(g.b * per_in);
+    let dxp = SendPtr(dx.spare_capacity_mut().as_mut_ptr().cast::<T>());
     // One task per image: the chunks of one image add into overlapping parts of its dx.
     run_tasks(g.b, |bi, par| {
         let dyb = &dy[bi * o * p..(bi + 1) * o * p];
         // Disjoint per task: image bi's dx.
-        let dxb = unsafe { std::slice::from_raw_parts_mut(dxp.get().add(bi * per_in), per_in) };
+        let dst = unsafe { dxp.get().add(bi * per_in) };
         if is_pointwise(g) {
-            // dx (C, P) = W^T (C, O) . dy (O, P)
+            // dx (C, P) = W^T (C, O) . dy (O, P), every element written
             unsafe {
                 mm::<T>(
                     (ckk, p, o),
-                    dxb.as_mut_ptr(),
+                    dst,
                     p,
                     false,
                     w.as_ptr(),
@@ -442,6 +444,11 @@ pub(crate) fn backward_data<T: Elem>(
             }
             return;
         }
+        // All-zero bytes are 0.0 in f32 and f64.
+        let dxb = unsafe {
+            std::ptr::write_bytes(dst, 0, per_in);
+            std::slice::from_raw_parts_mut(dst, per_in)
+        };
         T::with_scratch(ckk * n, |cols| {
             for ci in 0..chunks {
                 let (p0, len) = (ci * n, n.min(p - ci * n));
@@ -464,6 +471,8 @@ pub(crate) fn backward_data<T: Elem>(
             }
         });
     });
+    // Every image's part was written by its task.
+    unsafe { dx.set_len(g.b * per_in) };
     dx
 }
 
