@@ -169,17 +169,29 @@ pub(crate) mod float {
 }
 use float::Float;
 
+/// Independent partial sums per loop: the f64 additions of one sum form a chain of dependent
+/// instructions, so a single accumulator runs at the adder's latency; `LANES` of them (added
+/// together in a fixed order at the end) keep the result deterministic.
+const LANES: usize = 8;
+
+/// `sum of f(v)` over `x` in f64, in [`LANES`] partial sums.
+fn lane_sum<T: Float>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l += f(v.to_f64());
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|v| f(v.to_f64())).sum();
+    lanes.iter().sum::<f64>() + tail
+}
+
 /// Per (batch, group): mean and reciprocal standard deviation, in f64.
 pub(crate) fn stats<T: Float>(x: &[T], eps: f64) -> (f64, f64) {
     let n = x.len() as f64;
-    let mean = x.iter().map(|v| v.to_f64()).sum::<f64>() / n;
-    let q = x
-        .iter()
-        .map(|v| {
-            let d = v.to_f64() - mean;
-            d * d
-        })
-        .sum::<f64>();
+    let mean = lane_sum(x, |v| v) / n;
+    let q = lane_sum(x, |v| (v - mean) * (v - mean));
     (mean, 1.0 / (q / n + eps).sqrt())
 }
 
@@ -291,11 +303,20 @@ pub(crate) fn backward<T: Float>(
                 vec![0f64; cg],
                 vec![0f64; cg],
             ];
-            let (mut m1, mut m2) = (0f64, 0f64);
+            // Lanes of m1 and m2 (over the group) and of this channel's four sums (see
+            // LANES): element j of a channel adds into lane j % LANES.
+            let (mut m1l, mut m2l) = ([0f64; LANES], [0f64; LANES]);
             for cc in 0..cg {
                 let k = chan(params, c, bi, grp * cg + cc, mode);
                 let r = cc * spatial..(cc + 1) * spatial;
-                for ((d, &x), &g) in dxo[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&gi[r]) {
+                let mut acc = [[0f64; LANES]; 4];
+                for (j, ((d, &x), &g)) in dxo[r.clone()]
+                    .iter_mut()
+                    .zip(&xi[r.clone()])
+                    .zip(&gi[r])
+                    .enumerate()
+                {
+                    let l = j % LANES;
                     let nv = normed(x, mean, rstd, &k);
                     // dL/dz: SiLU's gradient in candle's form, sigmoid * (1 - y) + y.
                     let dz = if mode.act {
@@ -309,23 +330,27 @@ pub(crate) fn backward<T: Float>(
                         g
                     };
                     let dn = if mode.modulated {
-                        sums[2][cc] += (dz * nv).to_f64();
-                        sums[3][cc] += dz.to_f64();
+                        acc[2][l] += (dz * nv).to_f64();
+                        acc[3][l] += dz.to_f64();
                         dz * k.scale1
                     } else {
                         dz
                     };
                     let (dn, xhat) = (dn.to_f64(), (x.to_f64() - mean) * rstd);
-                    sums[0][cc] += dn * xhat;
-                    sums[1][cc] += dn;
+                    acc[0][l] += dn * xhat;
+                    acc[1][l] += dn;
                     let dxhat = dn * k.gamma;
-                    m1 += dxhat;
-                    m2 += dxhat * xhat;
+                    m1l[l] += dxhat;
+                    m2l[l] += dxhat * xhat;
                     // Keep dL/dn for the second pass.
                     *d = T::from_f64(dn);
                 }
+                for (sum, lanes) in sums.iter_mut().zip(acc) {
+                    sum[cc] = lanes.iter().sum();
+                }
             }
-            let (m1, m2) = (m1 / n as f64, m2 / n as f64);
+            let m1 = m1l.iter().sum::<f64>() / n as f64;
+            let m2 = m2l.iter().sum::<f64>() / n as f64;
             for cc in 0..cg {
                 let gamma = params[grp * cg + cc].to_f64();
                 let r = cc * spatial..(cc + 1) * spatial;
