@@ -373,6 +373,23 @@ pub(crate) fn forward_bias<T: Elem>(
     y
 }
 
+/// The first `size` elements of `partials` plus each following run of `size`, in that order
+/// for every element (so the same bits whatever the threads), on the rayon pool.
+pub(crate) fn sum_groups<T: Elem>(mut partials: Vec<T>, size: usize) -> Vec<T> {
+    const PIECE: usize = 1 << 14;
+    let (dw, rest) = partials.split_at_mut(size);
+    dw.par_chunks_mut(PIECE).enumerate().for_each(|(ci, piece)| {
+        let range = ci * PIECE..ci * PIECE + piece.len();
+        for part in rest.chunks(size) {
+            for (d, v) in piece.iter_mut().zip(&part[range.clone()]) {
+                *d += *v;
+            }
+        }
+    });
+    partials.truncate(size);
+    partials
+}
+
 /// `dy (B, O, P)` -> the bias gradient `(O,)`: per channel, a sequential sum over images and
 /// positions (parallel over channels only, so the order is fixed).
 pub(crate) fn bias_grad<T: Elem>(dy: &[T], b: usize, o: usize) -> Vec<T> {
@@ -497,8 +514,9 @@ pub(crate) fn backward_filter<T: Elem>(
         // The weight gradient's gemms sum over positions, so few channels do not thin them.
         return wide::backward_filter(x, dy, g, chunk, groups);
     }
-    let mut partials = vec![T::default(); groups * size];
-    let pp = SendPtr(partials.as_mut_ptr());
+    // Each group's first gemm writes its whole partial sum (no zero fill first).
+    let mut partials: Vec<T> = Vec::with_capacity(groups * size);
+    let pp = SendPtr(partials.spare_capacity_mut().as_mut_ptr().cast::<T>());
     run_tasks(groups, |gi, par| {
         let (b0, b1) = (gi * g.b / groups, (gi + 1) * g.b / groups);
         // Disjoint per task: partial sum gi.
@@ -536,12 +554,7 @@ pub(crate) fn backward_filter<T: Elem>(
             }
         });
     });
-    let (dw, rest) = partials.split_at_mut(size);
-    for part in rest.chunks(size) {
-        for (d, v) in dw.iter_mut().zip(part) {
-            *d += *v;
-        }
-    }
-    partials.truncate(size);
-    partials
+    // Every group wrote all `size` elements of its part (see above).
+    unsafe { partials.set_len(groups * size) };
+    sum_groups(partials, size)
 }

@@ -22,7 +22,7 @@
 //! each gemm is too thin and im2col stays ahead, see [`applies`].
 
 use crate::conv::Conv2dGeometry;
-use crate::cpu_conv::{mm, mm_strided, run_tasks, Elem, SendPtr, CONV_SCRATCH_BYTES};
+use crate::cpu_conv::{mm, mm_strided, run_tasks, sum_groups, Elem, SendPtr, CONV_SCRATCH_BYTES};
 
 /// Fewest input channels (of the forward, or output channels for the input gradient) for
 /// which the shifted-gemm form is used: below it each gemm has too short a sum.
@@ -221,8 +221,9 @@ pub(crate) fn backward_filter<T: Elem>(
     let per_in = g.c * g.h * g.w;
     let plane_max = (rows + k - 1) * wp + k - 1;
     let size = o * ckk;
-    let mut partials = vec![T::default(); groups * size];
-    let pp = SendPtr(partials.as_mut_ptr());
+    // Each group's first gemm writes its whole partial sum (no zero fill first).
+    let mut partials: Vec<T> = Vec::with_capacity(groups * size);
+    let pp = SendPtr(partials.spare_capacity_mut().as_mut_ptr().cast::<T>());
     run_tasks(groups, |gi, par| {
         let (b0, b1) = (gi * g.b / groups, (gi + 1) * g.b / groups);
         // Disjoint per task: partial sum gi.
@@ -270,12 +271,7 @@ pub(crate) fn backward_filter<T: Elem>(
             }
         });
     });
-    let (dw, rest) = partials.split_at_mut(size);
-    for part in rest.chunks(size) {
-        for (d, v) in dw.iter_mut().zip(part) {
-            *d += *v;
-        }
-    }
-    partials.truncate(size);
-    partials
+    // Every group wrote all `size` elements of its part (see above).
+    unsafe { partials.set_len(groups * size) };
+    sum_groups(partials, size)
 }
