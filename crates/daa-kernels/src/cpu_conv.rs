@@ -378,14 +378,16 @@ pub(crate) fn forward_bias<T: Elem>(
 pub(crate) fn sum_groups<T: Elem>(mut partials: Vec<T>, size: usize) -> Vec<T> {
     const PIECE: usize = 1 << 14;
     let (dw, rest) = partials.split_at_mut(size);
-    dw.par_chunks_mut(PIECE).enumerate().for_each(|(ci, piece)| {
-        let range = ci * PIECE..ci * PIECE + piece.len();
-        for part in rest.chunks(size) {
-            for (d, v) in piece.iter_mut().zip(&part[range.clone()]) {
-                *d += *v;
+    dw.par_chunks_mut(PIECE)
+        .enumerate()
+        .for_each(|(ci, piece)| {
+            let range = ci * PIECE..ci * PIECE + piece.len();
+            for part in rest.chunks(size) {
+                for (d, v) in piece.iter_mut().zip(&part[range.clone()]) {
+                    *d += *v;
+                }
             }
-        }
-    });
+        });
     partials.truncate(size);
     partials
 }
