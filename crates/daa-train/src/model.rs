@@ -227,7 +227,14 @@ impl Models {
     /// step's noise levels, noise, swap masks and dropout masks come from `seed` and `step`
     /// alone. A non-finite loss or gradient leaves every weight as it was.
     pub fn train_step(&mut self, batch: &Batch, step: usize, seed: u64) -> Result<StepOutcome> {
-        daa_kernels::on_pool(|| self.train_step_here(batch, step, seed))
+        // On the CPU the step runs on a thread of the kernels' rayon pool (it then takes part
+        // in each parallel kernel instead of waking the pool for it); a GPU step stays on the
+        // caller's thread, where its CUDA context is current.
+        if batch.source_input.device().is_cpu() {
+            daa_kernels::on_pool(|| self.train_step_here(batch, step, seed))
+        } else {
+            self.train_step_here(batch, step, seed)
+        }
     }
 
     /// [`Models::train_step`] on the calling thread.
