@@ -626,6 +626,16 @@ impl CustomOp2 for ConvBwdFilter {
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.g;
         let o = l2.dims()[1];
+        let shape = Shape::from((o, g.c, g.k, g.k));
+        if g.b == 0 {
+            // An empty batch: the kernels take the channel count from dy and write the
+            // gradient from its images, and there are none.
+            let out = match s1 {
+                CpuStorage::F64(_) => CpuStorage::F64(vec![0.0; shape.elem_count()]),
+                _ => CpuStorage::F32(vec![0.0; shape.elem_count()]),
+            };
+            return Ok((out, shape));
+        }
         let out = conv_dispatch!(
             self.name(),
             s1,
@@ -636,7 +646,7 @@ impl CustomOp2 for ConvBwdFilter {
             &g,
             self.chunk
         );
-        Ok((out, Shape::from((o, g.c, g.k, g.k))))
+        Ok((out, shape))
     }
 }
 

@@ -207,6 +207,7 @@ pub(crate) fn backward_data<T: Elem>(
 
 /// `x (B, C, H, W)`, `dy (B, O, OH, OW)` -> `dw (O, C, k, k)`, summed per image and band in
 /// a fixed number of groups of images (as [`crate::cpu_conv::backward_filter`]).
+/// `g.b` must be at least 1 (the op returns zeros for an empty batch before calling this).
 pub(crate) fn backward_filter<T: Elem>(
     x: &[T],
     dy: &[T],

@@ -194,3 +194,27 @@ fn bias_is_fused_exactly() -> Result<()> {
     .is_err());
     Ok(())
 }
+
+/// An empty batch gives an empty output and zero weight and bias gradients (the kernels write
+/// the weight gradient from the batch's images; there are none).
+#[test]
+fn empty_batch_gives_zero_weight_gradients() -> Result<()> {
+    let dev = Device::Cpu;
+    for (c, stride) in [(8, 1), (8, 2), (3, 1)] {
+        let x = Var::from_tensor(&Tensor::zeros((0, c, 6, 6), DType::F32, &dev)?)?;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1., (8, c, 3, 3), &dev)?)?;
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1., 8, &dev)?)?;
+        let y = daa_kernels::conv2d_bias(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1, stride)?;
+        assert_eq!(y.dims()[0], 0);
+        let grads = y.sum_all()?.backward()?;
+        for (v, dims) in [(&w, vec![8, c, 3, 3]), (&b, vec![8])] {
+            let Some(g) = grads.get(v.as_tensor()) else {
+                panic!("missing gradient ({c}, {stride})");
+            };
+            assert_eq!(g.dims(), &dims[..]);
+            let m = g.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(m, 0.0, "({c}, {stride})");
+        }
+    }
+    Ok(())
+}
