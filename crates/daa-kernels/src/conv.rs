@@ -252,20 +252,10 @@ pub fn conv2d_bias(
             bias.shape()
         );
     }
-    let autocast = xs.dtype() == DType::F32 && crate::conv_autocast_dtype().is_some();
-    if autocast || !xs.device().is_cpu() || !matches!(xs.dtype(), DType::F32 | DType::F64) {
+    if !fused_conv_applies(xs) {
         return conv2d(xs, w, padding, stride)?.broadcast_add(&bias.reshape((1, o, 1, 1))?);
     }
-    let g = geometry(xs, w, padding, stride)?;
-    xs.contiguous()?.apply_op3(
-        &w.contiguous()?,
-        &bias.contiguous()?,
-        ConvBiasOp {
-            g,
-            chunk: 0,
-            slope: None,
-        },
-    )
+    conv_bias_op(xs, w, bias, padding, stride, None)
 }
 
 /// `leaky_relu(conv2d_bias(xs, w, bias), slope)` for `0 < slope < 1`. On the CPU (f32/f64) one
@@ -280,25 +270,33 @@ pub fn conv2d_bias_leaky_relu(
     stride: usize,
     slope: f64,
 ) -> Result<Tensor> {
-    let o = w.dim(0)?;
-    let autocast = xs.dtype() == DType::F32 && crate::conv_autocast_dtype().is_some();
-    if autocast
-        || !(slope > 0.0 && slope < 1.0)
-        || bias.dims() != [o]
-        || !xs.device().is_cpu()
-        || !matches!(xs.dtype(), DType::F32 | DType::F64)
-    {
+    if !(slope > 0.0 && slope < 1.0) || bias.dims() != [w.dim(0)?] || !fused_conv_applies(xs) {
         return crate::leaky_relu(&conv2d_bias(xs, w, bias, padding, stride)?, slope);
     }
+    conv_bias_op(xs, w, bias, padding, stride, Some(slope))
+}
+
+/// Whether the CPU conv op with a fused bias (and activation) serves `xs`: CPU f32/f64, and
+/// no bf16 autocast in effect.
+fn fused_conv_applies(xs: &Tensor) -> bool {
+    let autocast = xs.dtype() == DType::F32 && crate::conv_autocast_dtype().is_some();
+    !autocast && xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64)
+}
+
+/// [`ConvBiasOp`] on `xs`, `w`, `bias`.
+fn conv_bias_op(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+    slope: Option<f64>,
+) -> Result<Tensor> {
     let g = geometry(xs, w, padding, stride)?;
     xs.contiguous()?.apply_op3(
         &w.contiguous()?,
         &bias.contiguous()?,
-        ConvBiasOp {
-            g,
-            chunk: 0,
-            slope: Some(slope),
-        },
+        ConvBiasOp { g, chunk: 0, slope },
     )
 }
 
