@@ -25,10 +25,10 @@ struct Cli {
     /// Log more (-v: info, -vv: debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// CPU threads for tensor ops (default: RAYON_NUM_THREADS, else one
+    /// CPU threads for tensor ops, at least 1 (default: RAYON_NUM_THREADS, else one
     /// per core). Several runs side by side on a small machine go faster with 1 each.
-    #[arg(short = 'j', long, global = true)]
-    threads: Option<usize>,
+    #[arg(short = 'j', long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -57,7 +57,7 @@ fn main() {
     // candle reads these when its thread pools and gemm first run, which is after this
     // point; nothing else runs yet, so setting the environment is race-free.
     if let Some(n) = cli.threads {
-        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     // CANDLE_NUM_THREADS sizes candle's barrier pool, which runs only elementwise ops (memory
     // bound); its caller busy-waits for the workers without ever yielding, and with other

@@ -159,6 +159,15 @@ fn bench_checks_every_flag_before_timing_anything() {
 }
 
 #[test]
+fn zero_threads_is_refused_not_read_as_one() {
+    let out = daa(&["-j", "0", "bench", "--steps", "1"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--threads") && err.contains('0'), "{err}");
+    assert!(out.stdout.is_empty(), "timed before refusing");
+}
+
+#[test]
 fn a_non_finite_learning_rate_is_named_with_its_value() {
     for v in ["nan", "inf"] {
         let out = daa(&["train", "--preset", "smoke", "--steps", "1", "--lr", v]);
