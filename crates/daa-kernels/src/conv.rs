@@ -629,8 +629,13 @@ impl CustomOp2 for ConvBwdFilter {
             // An empty batch: the kernels take the channel count from dy and write the
             // gradient from its images, and there are none.
             let out = match s1 {
+                CpuStorage::F32(_) => CpuStorage::F32(vec![0.0; shape.elem_count()]),
                 CpuStorage::F64(_) => CpuStorage::F64(vec![0.0; shape.elem_count()]),
-                _ => CpuStorage::F32(vec![0.0; shape.elem_count()]),
+                other => candle_core::bail!(
+                    "{}: unsupported dtype {:?} (f32 or f64)",
+                    self.name(),
+                    other.dtype()
+                ),
             };
             return Ok((out, shape));
         }

@@ -495,7 +495,8 @@ pub(crate) fn backward_data<T: Elem>(
     dx
 }
 
-/// `x (B, C, H, W)`, `dy (B, O, OH, OW)` -> `dw (O, C, k, k)`.
+/// `x (B, C, H, W)`, `dy (B, O, OH, OW)` -> `dw (O, C, k, k)`. `g.b` must be at least 1 (the op
+/// returns zeros for an empty batch before calling this).
 pub(crate) fn backward_filter<T: Elem>(
     x: &[T],
     dy: &[T],
