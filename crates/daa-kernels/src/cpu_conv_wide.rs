@@ -22,6 +22,8 @@
 //! each gemm is too thin and im2col stays ahead, see [`applies`].
 
 use crate::conv::Conv2dGeometry;
+use ::gemm::Parallelism;
+
 use crate::cpu_conv::{mm, mm_strided, run_tasks, sum_groups, Elem, SendPtr, CONV_SCRATCH_BYTES};
 
 /// Fewest input channels (of the forward, or output channels for the input gradient) for
@@ -32,6 +34,45 @@ pub const WIDE_MIN_CHANNELS: usize = 8;
 pub(crate) fn applies(g: &Conv2dGeometry, c: usize) -> bool {
     g.stride == 1 && g.k > 1 && g.padding < g.k && c >= WIDE_MIN_CHANNELS
 }
+
+/// `s` as f32 values when `T` is f32.
+fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// `s` as f32 values when `T` is f32.
+fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+}
+
+/// Whether the AVX-512 kernels of `cpu_conv_direct` run `g` (3x3) in `T` (f32) here.
+fn direct<T: Elem>(g: &Conv2dGeometry) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        g.k == 3
+            && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+            && crate::cpu_conv_direct::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = g;
+        false
+    }
+}
+
+/// Fewest (wide) output positions per band for which the forward and input gradient run the
+/// direct kernels: on fewer (the 6x6 maps of the CPU U-Net, 48 positions per image) the
+/// shifted gemms were faster (measured on 8 images of 64-128 channels).
+const DIRECT_MIN_POSITIONS: usize = 96;
+
+/// Most weights (`O x C`) for which the weight gradient runs the direct kernel, whose sums
+/// (`9 x O x C`, 2.4 MB at 256 x 256) are reloaded once per band: at 512 x 512 on 8x8 maps the
+/// gemms were as fast.
+const DIRECT_FILTER_MAX_WEIGHTS: usize = 256 * 256;
 
 /// The padded row length, and the number of output rows per band: `chunk` output positions
 /// (rounded to whole rows; 0 = as many rows as fit the scratch budget for `c_in + c_out`
@@ -82,12 +123,52 @@ fn pad_band<T: Elem>(x: &[T], xp: &mut [T], g: &Conv2dGeometry, r0: usize, rows:
 /// strides of the `(out, in)` matrix.
 type TapLhs<T> = dyn Fn(usize, usize) -> (*const T, (usize, usize)) + Sync;
 
+/// `yw (o, n) = bias + sum over taps` of one gemm per tap: `W_tap (o, c) . Xp[:, shift..]`
+/// with `shift = ky * wp + kx` into the padded band `xp` (planes of `plane` values).
+fn tap_gemms<T: Elem>(
+    xp: &[T],
+    lhs: &TapLhs<T>,
+    yw: &mut [T],
+    bias: Option<&[T]>,
+    (o, n, c): (usize, usize, usize),
+    (k, wp, plane): (usize, usize, usize),
+    par: Parallelism,
+) {
+    if let Some(bias) = bias {
+        for (row, &bv) in yw.chunks_exact_mut(n).zip(bias) {
+            row.fill(bv);
+        }
+    }
+    for ky in 0..k {
+        for kx in 0..k {
+            let (w, strides) = lhs(ky, kx);
+            let first = ky == 0 && kx == 0 && bias.is_none();
+            // Yw (O, n) (+)= W_tap (O, C) . Xp[:, shift..shift + n] (C, n)
+            unsafe {
+                mm::<T>(
+                    (o, n, c),
+                    yw.as_mut_ptr(),
+                    n,
+                    !first,
+                    w,
+                    strides,
+                    xp.as_ptr().add(ky * wp + kx),
+                    (plane, 1),
+                    par,
+                )
+            }
+        }
+    }
+}
+
 /// `y (B, O, OH, OW) = conv(x (B, C, H, W))` for the stride-1 geometry `g`, the weights given
 /// per tap by `lhs`; `bias` (O) if given, then LeakyReLU with `slope` if given. Every element
 /// of the result is written.
+#[allow(clippy::too_many_arguments)]
 fn conv<T: Elem>(
     x: &[T],
     lhs: &TapLhs<T>,
+    pack: &dyn Fn() -> Vec<f32>,
     o: usize,
     bias: Option<&[T]>,
     g: &Conv2dGeometry,
@@ -100,6 +181,9 @@ fn conv<T: Elem>(
     let per_in = g.c * g.h * g.w;
     let plane_max = (rows + k - 1) * wp + k - 1;
     let len = g.b * o * oh * ow;
+    // The weights packed for the direct kernels, if they run (on full bands large enough).
+    let packed = (direct::<T>(g) && rows * wp >= DIRECT_MIN_POSITIONS).then(pack);
+    let packed = packed.as_deref();
     let mut y: Vec<T> = Vec::with_capacity(len);
     let yp = SendPtr(y.spare_capacity_mut().as_mut_ptr().cast::<T>());
     run_tasks(g.b * bands, |t, par| {
@@ -112,30 +196,25 @@ fn conv<T: Elem>(
             let (xp, yw) = scratch.split_at_mut(g.c * plane_max);
             pad_band(&x[bi * per_in..(bi + 1) * per_in], xp, g, r0, n_rows);
             let yw = &mut yw[..o * n];
-            if let Some(bias) = bias {
-                for (row, &bv) in yw.chunks_exact_mut(n).zip(bias) {
-                    row.fill(bv);
-                }
-            }
-            for ky in 0..k {
-                for kx in 0..k {
-                    let (w, strides) = lhs(ky, kx);
-                    let first = ky == 0 && kx == 0 && bias.is_none();
-                    // Yw (O, n) (+)= W_tap (O, C) . Xp[:, shift..shift + n] (C, n)
+            match packed {
+                #[cfg(target_arch = "x86_64")]
+                Some(wpk) if n >= DIRECT_MIN_POSITIONS => {
+                    let init = match bias.and_then(as_f32) {
+                        Some(b) => b.to_vec(),
+                        None => vec![0f32; o],
+                    };
+                    let xf = as_f32(xp).unwrap_or_default();
+                    let yf = as_f32_mut(yw).unwrap_or_default();
+                    // SAFETY: `packed` is given only when `direct` held (AVX-512, f32, 3x3):
+                    // xf holds g.c planes of `plane = n + 2 * wp + 2` values, yf o * n, and
+                    // wpk packs the o x g.c kernel.
                     unsafe {
-                        mm::<T>(
-                            (o, n, g.c),
-                            yw.as_mut_ptr(),
-                            n,
-                            !first,
-                            w,
-                            strides,
-                            xp.as_ptr().add(ky * wp + kx),
-                            (plane, 1),
-                            par,
+                        crate::cpu_conv_direct::forward_band(
+                            xf, plane, wp, g.c, wpk, &init, yf, o, n, par,
                         )
                     }
                 }
+                _ => tap_gemms(xp, lhs, yw, bias, (o, n, g.c), (k, wp, plane), par),
             }
             for oi in 0..o {
                 for r in 0..n_rows {
@@ -175,7 +254,14 @@ pub(crate) fn forward<T: Elem>(
         let p = wp;
         (p.get().cast_const().wrapping_add(ky * k + kx), (ckk, k * k))
     };
-    conv(x, &lhs, o, bias, g, chunk, slope)
+    #[cfg(target_arch = "x86_64")]
+    let pack = move || {
+        let wf = as_f32(w).unwrap_or_default();
+        crate::cpu_conv_direct::pack(o, g.c, |oi, ci, t| wf[oi * ckk + ci * 9 + t])
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let pack = Vec::new;
+    conv(x, &lhs, &pack, o, bias, g, chunk, slope)
 }
 
 /// `dy (B, O, OH, OW)`, `w (O, C, k, k)` -> `dx (B, C, H, W)`: the forward of `dy` with the
@@ -202,7 +288,101 @@ pub(crate) fn backward_data<T: Elem>(
         let tap = (k - 1 - ky) * k + (k - 1 - kx);
         (p.get().cast_const().wrapping_add(tap), (k * k, ckk))
     };
-    conv(dy, &lhs, g.c, None, &gt, chunk, None)
+    // The forward of dy: out channel = x's channel ci, in channel = y's channel oi, taps
+    // flipped.
+    #[cfg(target_arch = "x86_64")]
+    let pack = move || {
+        let wf = as_f32(w).unwrap_or_default();
+        crate::cpu_conv_direct::pack(g.c, o, |ci, oi, t| wf[oi * ckk + ci * 9 + 8 - t])
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let pack = Vec::new;
+    conv(dy, &lhs, &pack, g.c, None, &gt, chunk, None)
+}
+
+/// `dst[j * dst_rs + i] = src[i * src_rs + j]` for `i < rows`, `j < cols`, in 16 x 16 tiles
+/// (both sides stay in cache when the row strides are large).
+fn transpose(
+    src: &[f32],
+    src_rs: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    (rows, cols): (usize, usize),
+) {
+    const B: usize = 16;
+    for i0 in (0..rows).step_by(B) {
+        for j0 in (0..cols).step_by(B) {
+            for j in j0..cols.min(j0 + B) {
+                let d = &mut dst[j * dst_rs..];
+                for i in i0..rows.min(i0 + B) {
+                    d[i] = src[i * src_rs + j];
+                }
+            }
+        }
+    }
+}
+
+/// The weight gradient's partial sums per group of images (`groups x (O, C, 3, 3)`) with
+/// the AVX-512 kernel [`crate::cpu_conv_direct::filter_band_t`]: per band, `dy` transposed to
+/// `(positions, O)`, the sums kept as `(C, 3, 3, O)` and transposed once per group.
+#[cfg(target_arch = "x86_64")]
+fn filter_direct(
+    x: &[f32],
+    dy: &[f32],
+    g: &Conv2dGeometry,
+    o: usize,
+    chunk: usize,
+    groups: usize,
+) -> Option<Vec<f32>> {
+    let (k, oh, ow) = (g.k, g.oh(), g.ow());
+    let (wp, rows) = band_rows::<f32>(g, g.c, o, chunk);
+    let bands = oh.div_ceil(rows);
+    let per_in = g.c * g.h * g.w;
+    let plane_max = (rows + k - 1) * wp + k - 1;
+    let size = o * g.c * k * k;
+    let mut partials: Vec<f32> = Vec::with_capacity(groups * size);
+    let pp = SendPtr(partials.spare_capacity_mut().as_mut_ptr().cast::<f32>());
+    run_tasks(groups, |gi, par| {
+        let (b0, b1) = (gi * g.b / groups, (gi + 1) * g.b / groups);
+        f32::with_scratch(g.c * plane_max + o * rows * wp + size, |scratch| {
+            let (xp, rest) = scratch.split_at_mut(g.c * plane_max);
+            let (dyt, dwt) = rest.split_at_mut(o * rows * wp);
+            let mut first = true;
+            for bi in b0..b1 {
+                let dyb = &dy[bi * o * oh * ow..(bi + 1) * o * oh * ow];
+                for band in 0..bands {
+                    let r0 = band * rows;
+                    let n_rows = rows.min(oh - r0);
+                    let plane = (n_rows + k - 1) * wp + k - 1;
+                    let n = n_rows * wp;
+                    pad_band(&x[bi * per_in..(bi + 1) * per_in], xp, g, r0, n_rows);
+                    // dyt (n, o): position (r, col) of the band, channel oi; zero for the
+                    // unused columns.
+                    let dyt = &mut dyt[..n * o];
+                    for r in 0..n_rows {
+                        let line = &mut dyt[r * wp * o..(r + 1) * wp * o];
+                        let (used, unused) = line.split_at_mut(ow * o);
+                        unused.fill(0.0);
+                        transpose(&dyb[(r0 + r) * ow..], oh * ow, used, o, (o, ow));
+                    }
+                    // SAFETY: `direct` held (AVX-512, f32, 3x3) and o % 16 == 0; xp holds
+                    // g.c planes of `plane = n + 2 * wp + 2`, dyt n * o, dwt c * 9 * o.
+                    unsafe {
+                        crate::cpu_conv_direct::filter_band_t(
+                            dyt, xp, plane, wp, g.c, o, n, dwt, first, par,
+                        )
+                    };
+                    first = false;
+                }
+            }
+            // Disjoint per task: partial sum gi, every element written.
+            let dw = unsafe { std::slice::from_raw_parts_mut(pp.get().add(gi * size), size) };
+            transpose(dwt, o, dw, g.c * k * k, (g.c * k * k, o));
+        })
+    });
+    // Every group wrote all `size` elements of its part (see above).
+    unsafe { partials.set_len(groups * size) };
+    Some(partials)
 }
 
 /// `x (B, C, H, W)`, `dy (B, O, OH, OW)` -> `dw (O, C, k, k)`, summed per image and band in
@@ -222,6 +402,24 @@ pub(crate) fn backward_filter<T: Elem>(
     let per_in = g.c * g.h * g.w;
     let plane_max = (rows + k - 1) * wp + k - 1;
     let size = o * ckk;
+    #[cfg(target_arch = "x86_64")]
+    if o.is_multiple_of(16) && o * g.c <= DIRECT_FILTER_MAX_WEIGHTS && direct::<T>(g) {
+        if let Some(parts) = filter_direct(
+            as_f32(x).unwrap_or_default(),
+            as_f32(dy).unwrap_or_default(),
+            g,
+            o,
+            chunk,
+            groups,
+        ) {
+            // T is f32 (checked by `direct`).
+            let mut parts = std::mem::ManuallyDrop::new(parts);
+            let (ptr, len, cap) = (parts.as_mut_ptr(), parts.len(), parts.capacity());
+            // SAFETY: T is f32, so the vector's allocation and elements are T's.
+            let partials = unsafe { Vec::from_raw_parts(ptr.cast::<T>(), len, cap) };
+            return sum_groups(partials, size);
+        }
+    }
     // Each group's first gemm writes its whole partial sum (no zero fill first).
     let mut partials: Vec<T> = Vec::with_capacity(groups * size);
     let pp = SendPtr(partials.spare_capacity_mut().as_mut_ptr().cast::<T>());
@@ -275,4 +473,162 @@ pub(crate) fn backward_filter<T: Elem>(
     // Every group wrote all `size` elements of its part (see above).
     unsafe { partials.set_len(groups * size) };
     sum_groups(partials, size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+            })
+            .collect()
+    }
+
+    fn to32(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&x| x as f32).collect()
+    }
+
+    /// Largest |a - b| over the largest |b| (at least 1).
+    fn rel(a: &[f32], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(1f64, |m, v| m.max(v.abs()));
+        let d = a
+            .iter()
+            .zip(b)
+            .fold(0f64, |m, (&x, &y)| m.max((x as f64 - y).abs()));
+        d / scale
+    }
+
+    /// The three passes in f32 (the AVX-512 kernels where the CPU has them) against the same
+    /// passes in f64 (shifted gemms): shapes that leave partial register tiles (widths,
+    /// output channels not a multiple of 8), several bands, batch 1 (parallel inside a band)
+    /// and batch 3.
+    fn check(threads: usize) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut seed = 1;
+        for &(b, c, h, w, o, p) in &[
+            (1, 8, 5, 1, 1, 1),
+            (1, 8, 9, 13, 3, 1),
+            (3, 16, 12, 12, 16, 1),
+            (1, 9, 7, 30, 17, 0),
+            (2, 16, 6, 47, 8, 2),
+            (1, 33, 11, 5, 9, 1),
+            (3, 12, 16, 21, 24, 1),
+            // The direct weight gradient: 32 output channels (two vectors of lanes), and 16
+            // with 3k + 2 and 3k + 1 input channels; forward bands of >= 96 positions.
+            (1, 8, 20, 30, 32, 1),
+            (2, 17, 9, 11, 16, 1),
+            (1, 10, 13, 17, 16, 0),
+            (2, 9, 6, 20, 48, 2),
+        ] {
+            let g = Conv2dGeometry {
+                b,
+                c,
+                h,
+                w,
+                k: 3,
+                stride: 1,
+                padding: p,
+            };
+            let (oh, ow) = (g.oh(), g.ow());
+            seed += 1;
+            let x = values(b * c * h * w, seed);
+            let wt = values(o * c * 9, seed + 100);
+            let bias = values(o, seed + 200);
+            let dy = values(b * o * oh * ow, seed + 300);
+            for chunk in [0, ow, 3 * ow] {
+                let case = (b, c, h, w, o, p, chunk, threads);
+                pool.install(|| {
+                    let y64 = forward(&x, &wt, Some(&bias), &g, chunk, Some(0.2));
+                    let y32 = forward(
+                        &to32(&x),
+                        &to32(&wt),
+                        Some(&to32(&bias)),
+                        &g,
+                        chunk,
+                        Some(0.2f32),
+                    );
+                    assert!(
+                        rel(&y32, &y64) < 1e-5,
+                        "forward {case:?}: {}",
+                        rel(&y32, &y64)
+                    );
+                    let dx64 = backward_data(&dy, &wt, &g, chunk);
+                    let dx32 = backward_data(&to32(&dy), &to32(&wt), &g, chunk);
+                    assert!(
+                        rel(&dx32, &dx64) < 1e-5,
+                        "input grad {case:?}: {}",
+                        rel(&dx32, &dx64)
+                    );
+                    for groups in [1, 2] {
+                        let groups = groups.min(b);
+                        let dw64 = backward_filter(&x, &dy, &g, chunk, groups);
+                        let dw32 = backward_filter(&to32(&x), &to32(&dy), &g, chunk, groups);
+                        assert!(
+                            rel(&dw32, &dw64) < 1e-5,
+                            "weight grad {case:?} groups {groups}: {}",
+                            rel(&dw32, &dw64)
+                        );
+                    }
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn f32_passes_match_f64_on_one_thread() {
+        check(1);
+    }
+
+    #[test]
+    fn f32_passes_match_f64_on_three_threads() {
+        check(3);
+    }
+
+    /// The f32 results do not depend on the number of threads, bit for bit.
+    #[test]
+    fn f32_passes_are_the_same_on_any_thread_count() {
+        let g = Conv2dGeometry {
+            b: 1,
+            c: 16,
+            h: 19,
+            w: 23,
+            k: 3,
+            stride: 1,
+            padding: 1,
+        };
+        // 32 output channels: every pass on the direct kernels where the CPU has them.
+        let o = 32;
+        let x = to32(&values(16 * 19 * 23, 7));
+        let wt = to32(&values(o * 16 * 9, 8));
+        let dy = to32(&values(o * 19 * 23, 9));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"));
+            pool.install(|| {
+                (
+                    forward(&x, &wt, None, &g, 0, None),
+                    backward_data(&dy, &wt, &g, 0),
+                    backward_filter(&x, &dy, &g, 0, 1),
+                )
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(one == run(threads), "{threads} threads differ from one");
+        }
+    }
 }

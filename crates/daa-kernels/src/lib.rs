@@ -35,6 +35,8 @@ mod conv;
 mod conv_cudnn;
 mod conv_settings;
 mod cpu_conv;
+#[cfg(target_arch = "x86_64")]
+mod cpu_conv_direct;
 mod cpu_conv_wide;
 mod group_norm;
 #[cfg(feature = "cuda")]
