@@ -9,9 +9,9 @@
 //!
 //! - [`forward_band`]: `Yw (O, n) = init + sum over taps and c of W_tap (O, C) . Xp[:, shift..]`,
 //!   the forward and (with the kernel flipped and transposed) the input gradient.
-//! - [`filter_band_t`]: `dW[o, c, tap] (+)= sum over n of dY[o, n] . Xp[c, shift(tap) + n]`,
+//! - [`filter_t`]: `dW[o, c, tap] (+)= sum over n of dY[o, n] . Xp[c, shift(tap) + n]`,
 //!   the weight gradient, with 16 or 32 output channels as the lanes and 18-27 weights per
-//!   lane in registers over the whole band (`dY` transposed to positions x channels first).
+//!   lane in registers over a whole stack of bands (`dY` transposed to positions x channels).
 //!
 //! Used only where the CPU has AVX-512F (checked once at run time, [`available`]); elsewhere
 //! the shifted gemms run, and [`crate::cpu_conv_wide`] picks them also where they measured
@@ -124,53 +124,62 @@ pub(crate) unsafe fn forward_band(
     }
 }
 
-/// The weight gradient of one band, in the transposed layout `dwt[(ci * 9 + tap) * o + oi]`,
-/// set (`first`) or increased by `sum over m < n` of
+/// One band of one image for [`filter_t`]: its zero-padded input (`c` planes of `plane`
+/// values, `plane >= n + 2 * wp + 2`) and its output gradient transposed to `(n, o)`.
+#[derive(Clone, Copy)]
+pub(crate) struct Band {
+    pub(crate) xp: *const f32,
+    pub(crate) plane: usize,
+    pub(crate) dyt: *const f32,
+    pub(crate) n: usize,
+}
+unsafe impl Send for Band {}
+unsafe impl Sync for Band {}
+
+/// The weight gradient of a stack of bands, `dw[(oi * c + ci) * 9 + tap]` set (`first`) or
+/// increased by the sum over the bands and over `m < n` of
 /// `dyt[m * o + oi] * xp[ci * plane + ky * wp + kx + m]`; `o` a multiple of 16.
 ///
-/// 16 (or 32) output channels are the lanes of the accumulators, and the band's positions
-/// are summed one after the other, so the sum of each weight is a plain sequence: there is
-/// no reduction across lanes, and small bands (the 6x6 and 12x12 maps) cost no more per
-/// position than large ones.
+/// 16 (or 32) output channels are the lanes of the accumulators, kept in registers over all
+/// positions of all bands, one after the other: the sum of each weight is a plain sequence
+/// (no reduction across lanes), and small maps (8x8 at 512 channels) cost no more per
+/// position than large ones. Each job moves its 144-432 sums between the lanes and dW's
+/// layout once per stack.
 ///
 /// # Safety
-/// [`available`] must be true; `dyt` holds `n * o`, `xp` holds `c * plane` values with
-/// `plane >= n + 2 * wp + 2`; `dwt` holds `c * 9 * o`; `o % 16 == 0`.
+/// [`available`] must be true; each band as [`Band`] says, its `dyt` holding `n * o` values;
+/// `dw` holds `o * c * 9`; `o % 16 == 0`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn filter_band_t(
-    dyt: &[f32],
-    xp: &[f32],
-    plane: usize,
+pub(crate) unsafe fn filter_t(
+    bands: &[Band],
     wp: usize,
     c: usize,
     o: usize,
-    n: usize,
-    dwt: &mut [f32],
+    dw: &mut [f32],
     first: bool,
     par: Parallelism,
 ) {
-    debug_assert!(o.is_multiple_of(16) && dyt.len() >= n * o && dwt.len() >= c * KK * o);
-    debug_assert!(xp.len() >= c * plane && plane >= n + 2 * wp + 2);
+    debug_assert!(o.is_multiple_of(16) && dw.len() >= c * KK * o);
+    debug_assert!(bands.iter().all(|b| b.plane >= b.n + 2 * wp + 2));
     let offs: [usize; KK] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
     // Lanes: 32 output channels and one input channel (18 sums) where o allows, else 16 and
     // three input channels (27 sums).
     let (ov, cj) = if o.is_multiple_of(32) { (2, 1) } else { (1, 3) };
     let (oblocks, cgroups) = (o / (16 * ov), c.div_ceil(cj));
-    let dwp = crate::cpu_conv::SendPtr(dwt.as_mut_ptr());
+    let dwp = crate::cpu_conv::SendPtr(dw.as_mut_ptr());
     let one = |job: usize| {
-        let dwt = dwp;
+        let dw = dwp;
         let (ob, cg) = (job / cgroups, job % cgroups);
         let (o0, c0) = (ob * 16 * ov, cg * cj);
-        let dy = dyt[o0..].as_ptr();
-        let x = xp[c0 * plane..].as_ptr();
         // SAFETY: as the function's contract; the sums (c0.., o0..) are this job's alone.
         unsafe {
-            let d = dwt.get().add(c0 * KK * o + o0);
+            let (d, ldw) = (dw.get().add((o0 * c + c0) * KK), c * KK);
+            let at = (o0, c0, o);
             match (ov, c.min(c0 + cj) - c0) {
-                (2, _) => x86::filter_t::<2, 1, 9>(dy, o, x, plane, &offs, n, d, first),
-                (_, 3) => x86::filter_t::<1, 3, 27>(dy, o, x, plane, &offs, n, d, first),
-                (_, 2) => x86::filter_t::<1, 2, 18>(dy, o, x, plane, &offs, n, d, first),
-                _ => x86::filter_t::<1, 1, 9>(dy, o, x, plane, &offs, n, d, first),
+                (2, _) => x86::filter_t::<2, 1, 9>(bands, at, &offs, d, ldw, first),
+                (_, 3) => x86::filter_t::<1, 3, 27>(bands, at, &offs, d, ldw, first),
+                (_, 2) => x86::filter_t::<1, 2, 18>(bands, at, &offs, d, ldw, first),
+                _ => x86::filter_t::<1, 1, 9>(bands, at, &offs, d, ldw, first),
             }
         }
     };
@@ -272,48 +281,66 @@ mod x86 {
         }
     }
 
-    /// The sums of [`super::filter_band_t`] for output channels `16 * OV` (lanes) and input
-    /// channels `CJ` (`J = 9 * CJ` sums per lane): `dwt[j * ld + 16 * v]` (+)=
-    /// `sum over m < n of dy[m * ld + 16 * v] * x[(j / 9) * plane + offs[j % 9] + m]`.
+    /// The sums of [`super::filter_t`] for output channels `o0 .. o0 + 16 * OV` (lanes) and
+    /// input channels `c0 .. c0 + CJ` (`J = 9 * CJ` sums per lane), over all `bands`:
+    /// `dw[(16 * v + l) * ldw + j]` (+)= the sum over bands and `m < n` of
+    /// `dyt[m * ld + o0 + 16 * v + l] * xp[(c0 + j / 9) * plane + offs[j % 9] + m]`.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn filter_t<const OV: usize, const CJ: usize, const J: usize>(
-        dy: *const f32,
-        ld: usize,
-        x: *const f32,
-        plane: usize,
+        bands: &[super::Band],
+        (o0, c0, ld): (usize, usize, usize),
         offs: &[usize; KK],
-        n: usize,
-        dwt: *mut f32,
+        dw: *mut f32,
+        ldw: usize,
         first: bool,
     ) {
         debug_assert!(J == 9 * CJ);
+        // The sums of output channel o0 + l are dw[l * ldw .. l * ldw + J] (in dW's own
+        // layout), moved to and from the lanes through `tmp`.
+        let mut tmp = [[0f32; 16]; J];
         let mut acc = [[_mm512_setzero_ps(); J]; OV];
         if !first {
             for v in 0..OV {
+                for l in 0..16 {
+                    let src = dw.add((16 * v + l) * ldw);
+                    for j in 0..J {
+                        tmp[j][l] = *src.add(j);
+                    }
+                }
                 for j in 0..J {
-                    acc[v][j] = _mm512_loadu_ps(dwt.add(j * ld + 16 * v));
+                    acc[v][j] = _mm512_loadu_ps(tmp[j].as_ptr());
                 }
             }
         }
-        for m in 0..n {
-            let mut d = [_mm512_setzero_ps(); OV];
-            for v in 0..OV {
-                d[v] = _mm512_loadu_ps(dy.add(m * ld + 16 * v));
-            }
-            for cj in 0..CJ {
-                let xc = x.add(cj * plane + m);
-                for t in 0..KK {
-                    let xb = _mm512_set1_ps(*xc.add(offs[t]));
-                    for v in 0..OV {
-                        acc[v][cj * KK + t] = _mm512_fmadd_ps(d[v], xb, acc[v][cj * KK + t]);
+        for b in bands {
+            let dy = b.dyt.add(o0);
+            let x = b.xp.add(c0 * b.plane);
+            for m in 0..b.n {
+                let mut d = [_mm512_setzero_ps(); OV];
+                for v in 0..OV {
+                    d[v] = _mm512_loadu_ps(dy.add(m * ld + 16 * v));
+                }
+                for cj in 0..CJ {
+                    let xc = x.add(cj * b.plane + m);
+                    for t in 0..KK {
+                        let xb = _mm512_set1_ps(*xc.add(offs[t]));
+                        for v in 0..OV {
+                            acc[v][cj * KK + t] = _mm512_fmadd_ps(d[v], xb, acc[v][cj * KK + t]);
+                        }
                     }
                 }
             }
         }
         for v in 0..OV {
             for j in 0..J {
-                _mm512_storeu_ps(dwt.add(j * ld + 16 * v), acc[v][j]);
+                _mm512_storeu_ps(tmp[j].as_mut_ptr(), acc[v][j]);
+            }
+            for l in 0..16 {
+                let dst = dw.add((16 * v + l) * ldw);
+                for j in 0..J {
+                    *dst.add(j) = tmp[j][l];
+                }
             }
         }
     }

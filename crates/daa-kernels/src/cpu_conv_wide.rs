@@ -20,6 +20,12 @@
 //! For the small channel counts of the CPU presets (16-64 channels at 48x48) this is
 //! 1.2-2x faster per pass than im2col + gemm; with few input channels (the RGB input layer)
 //! each gemm is too thin and im2col stays ahead, see [`applies`].
+//!
+//! For 3x3 f32 convs on a CPU with AVX-512F the nine gemms of a band are replaced by the
+//! microkernels of [`crate::cpu_conv_direct`] (same padded band, same wide output), where
+//! they measured faster: the forward and input gradient on bands of at least
+//! `DIRECT_MIN_POSITIONS` positions, the weight gradient whenever the output channels are
+//! a multiple of 16. The gemms get the weights as one contiguous matrix per tap.
 
 use crate::conv::Conv2dGeometry;
 use ::gemm::Parallelism;
@@ -69,11 +75,6 @@ fn direct<T: Elem>(g: &Conv2dGeometry) -> bool {
 /// shifted gemms were faster (measured on 8 images of 64-128 channels).
 const DIRECT_MIN_POSITIONS: usize = 96;
 
-/// Most weights (`O x C`) for which the weight gradient runs the direct kernel, whose sums
-/// (`9 x O x C`, 2.4 MB at 256 x 256) are reloaded once per band: at 512 x 512 on 8x8 maps the
-/// gemms were as fast.
-const DIRECT_FILTER_MAX_WEIGHTS: usize = 256 * 256;
-
 /// The padded row length, and the number of output rows per band: `chunk` output positions
 /// (rounded to whole rows; 0 = as many rows as fit the scratch budget for `c_in + c_out`
 /// channels).
@@ -119,15 +120,37 @@ fn pad_band<T: Elem>(x: &[T], xp: &mut [T], g: &Conv2dGeometry, r0: usize, rows:
     }
 }
 
-/// The weights as gemm's left operand for tap `(ky, kx)`: a pointer and (row, column)
-/// strides of the `(out, in)` matrix.
-type TapLhs<T> = dyn Fn(usize, usize) -> (*const T, (usize, usize)) + Sync;
+/// `kk` row-major `(rows, cols)` matrices, one per tap: `m[t][r][c] = at(r, c, t)` (gemm packs
+/// contiguous rows faster than the weights' stride-`k*k` columns).
+fn tap_matrices<T: Elem>(
+    rows: usize,
+    cols: usize,
+    kk: usize,
+    at: impl Fn(usize, usize, usize) -> T,
+) -> Vec<T> {
+    // In 16 x 16 tiles of (row, col), so that both the weights and the result are read and
+    // written within a few cache lines at a time.
+    const B: usize = 16;
+    let mut m = vec![T::default(); kk * rows * cols];
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for t in 0..kk {
+                for r in r0..rows.min(r0 + B) {
+                    for c in c0..cols.min(c0 + B) {
+                        m[(t * rows + r) * cols + c] = at(r, c, t);
+                    }
+                }
+            }
+        }
+    }
+    m
+}
 
 /// `yw (o, n) = bias + sum over taps` of one gemm per tap: `W_tap (o, c) . Xp[:, shift..]`
 /// with `shift = ky * wp + kx` into the padded band `xp` (planes of `plane` values).
 fn tap_gemms<T: Elem>(
     xp: &[T],
-    lhs: &TapLhs<T>,
+    w: &[T],
     yw: &mut [T],
     bias: Option<&[T]>,
     (o, n, c): (usize, usize, usize),
@@ -141,7 +164,6 @@ fn tap_gemms<T: Elem>(
     }
     for ky in 0..k {
         for kx in 0..k {
-            let (w, strides) = lhs(ky, kx);
             let first = ky == 0 && kx == 0 && bias.is_none();
             // Yw (O, n) (+)= W_tap (O, C) . Xp[:, shift..shift + n] (C, n)
             unsafe {
@@ -150,8 +172,8 @@ fn tap_gemms<T: Elem>(
                     yw.as_mut_ptr(),
                     n,
                     !first,
-                    w,
-                    strides,
+                    w[(ky * k + kx) * o * c..].as_ptr(),
+                    (c, 1),
                     xp.as_ptr().add(ky * wp + kx),
                     (plane, 1),
                     par,
@@ -167,7 +189,7 @@ fn tap_gemms<T: Elem>(
 #[allow(clippy::too_many_arguments)]
 fn conv<T: Elem>(
     x: &[T],
-    lhs: &TapLhs<T>,
+    taps: &dyn Fn() -> Vec<T>,
     pack: &dyn Fn() -> Vec<f32>,
     o: usize,
     bias: Option<&[T]>,
@@ -184,6 +206,10 @@ fn conv<T: Elem>(
     // The weights packed for the direct kernels, if they run (on full bands large enough).
     let packed = (direct::<T>(g) && rows * wp >= DIRECT_MIN_POSITIONS).then(pack);
     let packed = packed.as_deref();
+    // The weights per tap for gemm, if some band runs the gemms (the last band may be short).
+    let last = oh.saturating_sub(bands.saturating_sub(1) * rows) * wp;
+    let gemm_w = (packed.is_none() || last < DIRECT_MIN_POSITIONS).then(taps);
+    let gemm_w = gemm_w.as_deref().unwrap_or_default();
     let mut y: Vec<T> = Vec::with_capacity(len);
     let yp = SendPtr(y.spare_capacity_mut().as_mut_ptr().cast::<T>());
     run_tasks(g.b * bands, |t, par| {
@@ -214,7 +240,7 @@ fn conv<T: Elem>(
                         )
                     }
                 }
-                _ => tap_gemms(xp, lhs, yw, bias, (o, n, g.c), (k, wp, plane), par),
+                _ => tap_gemms(xp, gemm_w, yw, bias, (o, n, g.c), (k, wp, plane), par),
             }
             for oi in 0..o {
                 for r in 0..n_rows {
@@ -248,12 +274,8 @@ pub(crate) fn forward<T: Elem>(
 ) -> Vec<T> {
     let (k, ckk) = (g.k, g.ckk());
     let o = w.len() / ckk.max(1);
-    let wp = SendPtr(w.as_ptr().cast_mut());
-    // W[:, :, ky, kx] as (O, C): rows step C*k*k, columns k*k.
-    let lhs = move |ky: usize, kx: usize| {
-        let p = wp;
-        (p.get().cast_const().wrapping_add(ky * k + kx), (ckk, k * k))
-    };
+    // Per tap t, W[:, :, t] as a row-major (O, C) matrix.
+    let taps = move || tap_matrices(o, g.c, k * k, |oi, ci, t| w[oi * ckk + ci * k * k + t]);
     #[cfg(target_arch = "x86_64")]
     let pack = move || {
         let wf = as_f32(w).unwrap_or_default();
@@ -261,7 +283,7 @@ pub(crate) fn forward<T: Elem>(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let pack = Vec::new;
-    conv(x, &lhs, &pack, o, bias, g, chunk, slope)
+    conv(x, &taps, &pack, o, bias, g, chunk, slope)
 }
 
 /// `dy (B, O, OH, OW)`, `w (O, C, k, k)` -> `dx (B, C, H, W)`: the forward of `dy` with the
@@ -281,13 +303,9 @@ pub(crate) fn backward_data<T: Elem>(
         padding: k - 1 - g.padding,
         ..*g
     };
-    let wp = SendPtr(w.as_ptr().cast_mut());
-    // W[:, :, k-1-ky, k-1-kx]^T as (C, O): rows step k*k, columns C*k*k.
-    let lhs = move |ky: usize, kx: usize| {
-        let p = wp;
-        let tap = (k - 1 - ky) * k + (k - 1 - kx);
-        (p.get().cast_const().wrapping_add(tap), (k * k, ckk))
-    };
+    // Per tap t, W[:, :, k*k-1-t]^T as a row-major (C, O) matrix.
+    let kk = k * k;
+    let taps = move || tap_matrices(g.c, o, kk, |ci, oi, t| w[oi * ckk + ci * kk + kk - 1 - t]);
     // The forward of dy: out channel = x's channel ci, in channel = y's channel oi, taps
     // flipped.
     #[cfg(target_arch = "x86_64")]
@@ -297,7 +315,7 @@ pub(crate) fn backward_data<T: Elem>(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let pack = Vec::new;
-    conv(dy, &lhs, &pack, g.c, None, &gt, chunk, None)
+    conv(dy, &taps, &pack, g.c, None, &gt, chunk, None)
 }
 
 /// `dst[j * dst_rs + i] = src[i * src_rs + j]` for `i < rows`, `j < cols`, in 16 x 16 tiles
@@ -322,9 +340,15 @@ fn transpose(
     }
 }
 
-/// The weight gradient's partial sums per group of images (`groups x (O, C, 3, 3)`) with
-/// the AVX-512 kernel [`crate::cpu_conv_direct::filter_band_t`]: per band, `dy` transposed to
-/// `(positions, O)`, the sums kept as `(C, 3, 3, O)` and transposed once per group.
+/// Most weights for which the direct weight gradient keeps the caller's groups of images.
+#[cfg(target_arch = "x86_64")]
+const DIRECT_FILTER_GROUPED_WEIGHTS: usize = 1 << 20;
+
+/// The weight gradient `(O, C, 3, 3)` with the AVX-512 kernel
+/// [`crate::cpu_conv_direct::filter_t`]: per group of images, the padded input and `dy`
+/// transposed to `(positions, O)` of as many bands as fit [`CONV_SCRATCH_BYTES`] are laid out
+/// side by side, and each stack is summed in one call (the sums stay in registers across its
+/// bands); the groups' partial sums are added in group order.
 #[cfg(target_arch = "x86_64")]
 fn filter_direct(
     x: &[f32],
@@ -333,24 +357,38 @@ fn filter_direct(
     o: usize,
     chunk: usize,
     groups: usize,
-) -> Option<Vec<f32>> {
+) -> Vec<f32> {
+    use crate::cpu_conv_direct::Band;
     let (k, oh, ow) = (g.k, g.oh(), g.ow());
     let (wp, rows) = band_rows::<f32>(g, g.c, o, chunk);
     let bands = oh.div_ceil(rows);
     let per_in = g.c * g.h * g.w;
     let plane_max = (rows + k - 1) * wp + k - 1;
+    // One band's room: its padded input and its transposed dy.
+    let unit = g.c * plane_max + o * rows * wp;
+    let stack = (CONV_SCRATCH_BYTES / 4 / unit.max(1)).clamp(1, (g.b * bands).max(1));
     let size = o * g.c * k * k;
+    // Large weights (over 1M, 4 MB): one group, in parallel over the weights, so that the
+    // sums are stored once per stack instead of once per group and stack.
+    let groups = if size > DIRECT_FILTER_GROUPED_WEIGHTS {
+        1
+    } else {
+        groups
+    };
     let mut partials: Vec<f32> = Vec::with_capacity(groups * size);
     let pp = SendPtr(partials.spare_capacity_mut().as_mut_ptr().cast::<f32>());
     run_tasks(groups, |gi, par| {
         let (b0, b1) = (gi * g.b / groups, (gi + 1) * g.b / groups);
-        f32::with_scratch(g.c * plane_max + o * rows * wp + size, |scratch| {
-            let (xp, rest) = scratch.split_at_mut(g.c * plane_max);
-            let (dyt, dwt) = rest.split_at_mut(o * rows * wp);
-            let mut first = true;
-            for bi in b0..b1 {
-                let dyb = &dy[bi * o * oh * ow..(bi + 1) * o * oh * ow];
-                for band in 0..bands {
+        // Disjoint per task: partial sum gi, every element written by the first stack.
+        let dw = unsafe { std::slice::from_raw_parts_mut(pp.get().add(gi * size), size) };
+        let units: Vec<(usize, usize)> = (b0..b1)
+            .flat_map(|bi| (0..bands).map(move |band| (bi, band)))
+            .collect();
+        f32::with_scratch(stack * unit, |scratch| {
+            for (si, chunk_units) in units.chunks(stack).enumerate() {
+                let mut laid = Vec::with_capacity(chunk_units.len());
+                for (slot, &(bi, band)) in scratch.chunks_exact_mut(unit).zip(chunk_units) {
+                    let (xp, dyt) = slot.split_at_mut(g.c * plane_max);
                     let r0 = band * rows;
                     let n_rows = rows.min(oh - r0);
                     let plane = (n_rows + k - 1) * wp + k - 1;
@@ -358,31 +396,30 @@ fn filter_direct(
                     pad_band(&x[bi * per_in..(bi + 1) * per_in], xp, g, r0, n_rows);
                     // dyt (n, o): position (r, col) of the band, channel oi; zero for the
                     // unused columns.
-                    let dyt = &mut dyt[..n * o];
+                    let dyb = &dy[bi * o * oh * ow..(bi + 1) * o * oh * ow];
                     for r in 0..n_rows {
                         let line = &mut dyt[r * wp * o..(r + 1) * wp * o];
                         let (used, unused) = line.split_at_mut(ow * o);
                         unused.fill(0.0);
                         transpose(&dyb[(r0 + r) * ow..], oh * ow, used, o, (o, ow));
                     }
-                    // SAFETY: `direct` held (AVX-512, f32, 3x3) and o % 16 == 0; xp holds
-                    // g.c planes of `plane = n + 2 * wp + 2`, dyt n * o, dwt c * 9 * o.
-                    unsafe {
-                        crate::cpu_conv_direct::filter_band_t(
-                            dyt, xp, plane, wp, g.c, o, n, dwt, first, par,
-                        )
-                    };
-                    first = false;
+                    laid.push(Band {
+                        xp: xp.as_ptr(),
+                        plane,
+                        dyt: dyt.as_ptr(),
+                        n,
+                    });
                 }
+                // SAFETY: `direct` held (AVX-512, f32, 3x3) and o % 16 == 0; each band's xp
+                // holds g.c planes of `plane = n + 2 * wp + 2` values and its dyt n * o; dw
+                // holds o * c * 9.
+                unsafe { crate::cpu_conv_direct::filter_t(&laid, wp, g.c, o, dw, si == 0, par) };
             }
-            // Disjoint per task: partial sum gi, every element written.
-            let dw = unsafe { std::slice::from_raw_parts_mut(pp.get().add(gi * size), size) };
-            transpose(dwt, o, dw, g.c * k * k, (g.c * k * k, o));
         })
     });
     // Every group wrote all `size` elements of its part (see above).
     unsafe { partials.set_len(groups * size) };
-    Some(partials)
+    sum_groups(partials, size)
 }
 
 /// `x (B, C, H, W)`, `dy (B, O, OH, OW)` -> `dw (O, C, k, k)`, summed per image and band in
@@ -403,22 +440,19 @@ pub(crate) fn backward_filter<T: Elem>(
     let plane_max = (rows + k - 1) * wp + k - 1;
     let size = o * ckk;
     #[cfg(target_arch = "x86_64")]
-    if o.is_multiple_of(16) && o * g.c <= DIRECT_FILTER_MAX_WEIGHTS && direct::<T>(g) {
-        if let Some(parts) = filter_direct(
+    if o.is_multiple_of(16) && direct::<T>(g) {
+        let dw = filter_direct(
             as_f32(x).unwrap_or_default(),
             as_f32(dy).unwrap_or_default(),
             g,
             o,
             chunk,
             groups,
-        ) {
-            // T is f32 (checked by `direct`).
-            let mut parts = std::mem::ManuallyDrop::new(parts);
-            let (ptr, len, cap) = (parts.as_mut_ptr(), parts.len(), parts.capacity());
-            // SAFETY: T is f32, so the vector's allocation and elements are T's.
-            let partials = unsafe { Vec::from_raw_parts(ptr.cast::<T>(), len, cap) };
-            return sum_groups(partials, size);
-        }
+        );
+        let mut dw = std::mem::ManuallyDrop::new(dw);
+        let (ptr, len, cap) = (dw.as_mut_ptr(), dw.len(), dw.capacity());
+        // SAFETY: T is f32 (checked by `direct`), so the allocation and elements are T's.
+        return unsafe { Vec::from_raw_parts(ptr.cast::<T>(), len, cap) };
     }
     // Each group's first gemm writes its whole partial sum (no zero fill first).
     let mut partials: Vec<T> = Vec::with_capacity(groups * size);
@@ -531,6 +565,9 @@ mod tests {
             (2, 17, 9, 11, 16, 1),
             (1, 10, 13, 17, 16, 0),
             (2, 9, 6, 20, 48, 2),
+            // Bands of over 2 MB: one band per stack, so the weight gradient's sums leave
+            // the registers and come back between the images of a group.
+            (2, 16, 300, 64, 16, 1),
         ] {
             let g = Conv2dGeometry {
                 b,
