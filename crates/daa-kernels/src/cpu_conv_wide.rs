@@ -21,11 +21,12 @@
 //! 1.2-2x faster per pass than im2col + gemm; with few input channels (the RGB input layer)
 //! each gemm is too thin and im2col stays ahead, see [`applies`].
 //!
-//! For 3x3 f32 convs on a CPU with AVX-512F the nine gemms of a band are replaced by the
-//! microkernels of [`crate::cpu_conv_direct`] (same padded band, same wide output), where
-//! they measured faster: the forward and input gradient on bands of at least
+//! For 3x3 f32 convs on a CPU with AVX-512F or AVX2 + FMA the nine gemms of a band are
+//! replaced by the microkernels of [`crate::cpu_conv_direct`] (same padded band, same wide
+//! output), where they measured faster: the forward and input gradient on bands of at least
 //! `DIRECT_MIN_POSITIONS` positions, the weight gradient whenever the output channels are
-//! a multiple of 16. The gemms get the weights as one contiguous matrix per tap.
+//! a multiple of the vector's lanes (16, or 8 with AVX2). The gemms get the weights as one
+//! contiguous matrix per tap.
 
 use crate::conv::Conv2dGeometry;
 use ::gemm::Parallelism;
@@ -55,18 +56,25 @@ fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
 
-/// Whether the AVX-512 kernels of `cpu_conv_direct` run `g` (3x3) in `T` (f32) here.
-fn direct<T: Elem>(g: &Conv2dGeometry) -> bool {
+#[cfg(target_arch = "x86_64")]
+use crate::cpu_conv_direct::Isa;
+/// No vector kernels off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Clone, Copy)]
+enum Isa {}
+
+/// The instruction set with which the kernels of `cpu_conv_direct` run `g` (3x3) in `T` (f32)
+/// here, if they do (read once per op).
+fn direct<T: Elem>(g: &Conv2dGeometry) -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        g.k == 3
-            && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-            && crate::cpu_conv_direct::available()
+        let f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
+        crate::cpu_conv_direct::isa().filter(|_| g.k == 3 && f32)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = g;
-        false
+        None
     }
 }
 
@@ -190,7 +198,7 @@ fn tap_gemms<T: Elem>(
 fn conv<T: Elem>(
     x: &[T],
     taps: &dyn Fn() -> Vec<T>,
-    pack: &dyn Fn() -> Vec<f32>,
+    pack: &dyn Fn(Isa) -> Vec<f32>,
     o: usize,
     bias: Option<&[T]>,
     g: &Conv2dGeometry,
@@ -204,8 +212,10 @@ fn conv<T: Elem>(
     let plane_max = (rows + k - 1) * wp + k - 1;
     let len = g.b * o * oh * ow;
     // The weights packed for the direct kernels, if they run (on full bands large enough).
-    let packed = (direct::<T>(g) && rows * wp >= DIRECT_MIN_POSITIONS).then(pack);
-    let packed = packed.as_deref();
+    let packed = direct::<T>(g)
+        .filter(|_| rows * wp >= DIRECT_MIN_POSITIONS)
+        .map(|isa| (isa, pack(isa)));
+    let packed = packed.as_ref().map(|(isa, w)| (*isa, w.as_slice()));
     // The weights per tap for gemm, if some band runs the gemms (the last band may be short).
     let last = oh.saturating_sub(bands.saturating_sub(1) * rows) * wp;
     let gemm_w = (packed.is_none() || last < DIRECT_MIN_POSITIONS).then(taps);
@@ -224,19 +234,19 @@ fn conv<T: Elem>(
             let yw = &mut yw[..o * n];
             match packed {
                 #[cfg(target_arch = "x86_64")]
-                Some(wpk) if n >= DIRECT_MIN_POSITIONS => {
+                Some((isa, wpk)) if n >= DIRECT_MIN_POSITIONS => {
                     let init = match bias.and_then(as_f32) {
                         Some(b) => b.to_vec(),
                         None => vec![0f32; o],
                     };
                     let xf = as_f32(xp).unwrap_or_default();
                     let yf = as_f32_mut(yw).unwrap_or_default();
-                    // SAFETY: `packed` is given only when `direct` held (AVX-512, f32, 3x3):
-                    // xf holds g.c planes of `plane = n + 2 * wp + 2` values, yf o * n, and
-                    // wpk packs the o x g.c kernel.
+                    // SAFETY: `packed` is given only when `direct` gave `isa` (f32, 3x3): xf
+                    // holds g.c planes of `plane = n + 2 * wp + 2` values, yf o * n, and wpk
+                    // packs the o x g.c kernel for `isa`.
                     unsafe {
                         crate::cpu_conv_direct::forward_band(
-                            xf, plane, wp, g.c, wpk, &init, yf, o, n, par,
+                            isa, xf, plane, wp, g.c, wpk, &init, yf, o, n, par,
                         )
                     }
                 }
@@ -277,12 +287,12 @@ pub(crate) fn forward<T: Elem>(
     // Per tap t, W[:, :, t] as a row-major (O, C) matrix.
     let taps = move || tap_matrices(o, g.c, k * k, |oi, ci, t| w[oi * ckk + ci * k * k + t]);
     #[cfg(target_arch = "x86_64")]
-    let pack = move || {
+    let pack = move |isa| {
         let wf = as_f32(w).unwrap_or_default();
-        crate::cpu_conv_direct::pack(o, g.c, |oi, ci, t| wf[oi * ckk + ci * 9 + t])
+        crate::cpu_conv_direct::pack(isa, o, g.c, |oi, ci, t| wf[oi * ckk + ci * 9 + t])
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let pack = Vec::new;
+    let pack = |_: Isa| Vec::new();
     conv(x, &taps, &pack, o, bias, g, chunk, slope)
 }
 
@@ -309,12 +319,12 @@ pub(crate) fn backward_data<T: Elem>(
     // The forward of dy: out channel = x's channel ci, in channel = y's channel oi, taps
     // flipped.
     #[cfg(target_arch = "x86_64")]
-    let pack = move || {
+    let pack = move |isa| {
         let wf = as_f32(w).unwrap_or_default();
-        crate::cpu_conv_direct::pack(g.c, o, |ci, oi, t| wf[oi * ckk + ci * 9 + 8 - t])
+        crate::cpu_conv_direct::pack(isa, g.c, o, |ci, oi, t| wf[oi * ckk + ci * 9 + 8 - t])
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let pack = Vec::new;
+    let pack = |_: Isa| Vec::new();
     conv(dy, &taps, &pack, g.c, None, &gt, chunk, None)
 }
 
@@ -344,13 +354,14 @@ fn transpose(
 #[cfg(target_arch = "x86_64")]
 const DIRECT_FILTER_GROUPED_WEIGHTS: usize = 1 << 20;
 
-/// The weight gradient `(O, C, 3, 3)` with the AVX-512 kernel
+/// The weight gradient `(O, C, 3, 3)` with the vector kernel
 /// [`crate::cpu_conv_direct::filter_t`]: per group of images, the padded input and `dy`
 /// transposed to `(positions, O)` of as many bands as fit [`CONV_SCRATCH_BYTES`] are laid out
 /// side by side, and each stack is summed in one call (the sums stay in registers across its
 /// bands); the groups' partial sums are added in group order.
 #[cfg(target_arch = "x86_64")]
 fn filter_direct(
+    isa: Isa,
     x: &[f32],
     dy: &[f32],
     g: &Conv2dGeometry,
@@ -410,10 +421,12 @@ fn filter_direct(
                         n,
                     });
                 }
-                // SAFETY: `direct` held (AVX-512, f32, 3x3) and o % 16 == 0; each band's xp
+                // SAFETY: `isa` came from `direct` (f32, 3x3) and fits o; each band's xp
                 // holds g.c planes of `plane = n + 2 * wp + 2` values and its dyt n * o; dw
                 // holds o * c * 9.
-                unsafe { crate::cpu_conv_direct::filter_t(&laid, wp, g.c, o, dw, si == 0, par) };
+                unsafe {
+                    crate::cpu_conv_direct::filter_t(isa, &laid, wp, g.c, o, dw, si == 0, par)
+                };
             }
         })
     });
@@ -440,8 +453,9 @@ pub(crate) fn backward_filter<T: Elem>(
     let plane_max = (rows + k - 1) * wp + k - 1;
     let size = o * ckk;
     #[cfg(target_arch = "x86_64")]
-    if o.is_multiple_of(16) && direct::<T>(g) {
+    if let Some(isa) = direct::<T>(g).filter(|&isa| crate::cpu_conv_direct::filter_fits(isa, o)) {
         let dw = filter_direct(
+            isa,
             as_f32(x).unwrap_or_default(),
             as_f32(dy).unwrap_or_default(),
             g,
@@ -541,7 +555,7 @@ mod tests {
         d / scale
     }
 
-    /// The three passes in f32 (the AVX-512 kernels where the CPU has them) against the same
+    /// The three passes in f32 (the vector kernels where the CPU has them) against the same
     /// passes in f64 (shifted gemms): shapes that leave partial register tiles (widths,
     /// output channels not a multiple of 8), several bands, batch 1 (parallel inside a band)
     /// and batch 3.
@@ -631,6 +645,61 @@ mod tests {
     #[test]
     fn f32_passes_match_f64_on_three_threads() {
         check(3);
+    }
+
+    /// The AVX2 kernels (forced on a CPU with AVX-512F) against the f64 gemm path, and bit for
+    /// bit against the AVX-512 kernels wherever both run the same passes (the same products
+    /// in the same order; with 8 output channels only AVX2 runs the direct weight gradient).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_match_f64_and_the_avx512_bits() {
+        use crate::cpu_conv_direct::{isa, AVX2_ONLY};
+        use std::sync::atomic::Ordering;
+        if isa().is_none() {
+            eprintln!("neither AVX-512F nor AVX2 + FMA here: nothing to test");
+            return;
+        }
+        for &(b, c, h, w, o) in &[(2, 16, 30, 37, 16), (1, 9, 20, 30, 8), (3, 20, 7, 50, 40)] {
+            let g = Conv2dGeometry {
+                b,
+                c,
+                h,
+                w,
+                k: 3,
+                stride: 1,
+                padding: 1,
+            };
+            let case = (b, c, h, w, o);
+            let x = values(b * c * h * w, 11);
+            let wt = values(o * c * 9, 12);
+            let bias = values(o, 13);
+            let dy = values(b * o * h * w, 14);
+            let (x32, w32, b32, dy32) = (to32(&x), to32(&wt), to32(&bias), to32(&dy));
+            let groups = 2.min(b);
+            let run = || {
+                (
+                    forward(&x32, &w32, Some(&b32), &g, 0, Some(0.1f32)),
+                    backward_data(&dy32, &w32, &g, 0),
+                    backward_filter(&x32, &dy32, &g, 0, groups),
+                )
+            };
+            let wide = run();
+            AVX2_ONLY.store(true, Ordering::Relaxed);
+            let narrow = run();
+            AVX2_ONLY.store(false, Ordering::Relaxed);
+            let y64 = forward(&x, &wt, Some(&bias), &g, 0, Some(0.1));
+            let dx64 = backward_data(&dy, &wt, &g, 0);
+            let dw64 = backward_filter(&x, &dy, &g, 0, groups);
+            assert!(rel(&narrow.0, &y64) < 1e-5, "AVX2 forward {case:?}");
+            assert!(rel(&narrow.1, &dx64) < 1e-5, "AVX2 input grad {case:?}");
+            assert!(rel(&narrow.2, &dw64) < 1e-5, "AVX2 weight grad {case:?}");
+            if isa() == Some(Isa::Avx512) {
+                assert!(wide.0 == narrow.0 && wide.1 == narrow.1, "{case:?}");
+                if o % 16 == 0 {
+                    assert!(wide.2 == narrow.2, "AVX2 and AVX-512 weight grads {case:?}");
+                }
+            }
+        }
     }
 
     /// The f32 results do not depend on the number of threads, bit for bit.

@@ -4,9 +4,9 @@
 //! convolution and the weight gradient as a convolution whose kernel is the whole feature map;
 //! a training step of a small U-Net spends most of its time there. [`conv2d`] keeps candle's
 //! autograd but runs forward, input gradient and weight gradient itself: a 3x3 stride-1 f32
-//! conv with at least 8 input channels on AVX-512 microkernels of its own (where the CPU has
-//! AVX-512F; output tiles kept in registers across all taps), other stride-1 convs with at
-//! least 8 input channels as one gemm per kernel tap over a zero-padded copy of the input
+//! conv with at least 8 input channels on microkernels of its own (AVX-512F or AVX2 + FMA,
+//! picked at run time; output tiles kept in registers across all taps), other stride-1 convs
+//! with at least 8 input channels as one gemm per kernel tap over a zero-padded copy of the input
 //! (no im2col), any other through bounded im2col chunks ([`im2col`], [`col2im`]).
 //! [`conv2d_bias_leaky_relu`] fuses the activation. The other ops fuse what candle runs as
 //! many single-threaded passes: [`group_norm_silu`], [`leaky_relu`], [`avg_pool2x2`],
