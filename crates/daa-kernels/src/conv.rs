@@ -42,6 +42,9 @@ impl Conv2dGeometry {
         self.c * self.k * self.k
     }
     fn check(&self) -> Result<()> {
+        if self.c == 0 {
+            candle_core::bail!("conv2d: the input has no channels");
+        }
         if self.k == 0
             || self.stride == 0
             || self.h + 2 * self.padding < self.k

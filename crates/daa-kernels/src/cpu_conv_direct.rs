@@ -189,9 +189,10 @@ pub(crate) struct Band {
 unsafe impl Send for Band {}
 unsafe impl Sync for Band {}
 
-/// Whether [`filter_t`] takes `o` output channels with `isa`: a multiple of its lanes.
+/// Whether [`filter_t`] takes `o` output channels with `isa`: a positive multiple of its
+/// lanes.
 pub(crate) fn filter_fits(isa: Isa, o: usize) -> bool {
-    o.is_multiple_of(isa.lanes())
+    o > 0 && o.is_multiple_of(isa.lanes())
 }
 
 /// The weight gradient of a stack of bands, `dw[(oi * c + ci) * 9 + tap]` set (`first`) or

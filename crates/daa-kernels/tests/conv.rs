@@ -218,3 +218,29 @@ fn empty_batch_gives_zero_weight_gradients() -> Result<()> {
     }
     Ok(())
 }
+
+/// No output channels: an empty output and empty gradients (f32 and f64), as candle's conv2d;
+/// no input channels: an error, not a tensor without storage.
+#[test]
+fn zero_channels_are_handled() -> Result<()> {
+    let dev = Device::Cpu;
+    for dt in [DType::F32, DType::F64] {
+        let x = Var::from_tensor(&Tensor::ones((1, 16, 20, 20), dt, &dev)?)?;
+        let w = Var::from_tensor(&Tensor::zeros((0, 16, 3, 3), dt, &dev)?)?;
+        let y = conv2d(x.as_tensor(), w.as_tensor(), 1, 1)?;
+        assert_eq!(y.dims(), [1, 0, 20, 20]);
+        let grads = y.sum_all()?.backward()?;
+        let gw = grads
+            .get(w.as_tensor())
+            .ok_or_else(|| candle_core::Error::Msg("no weight grad".into()))?;
+        assert_eq!(gw.dims(), [0, 16, 3, 3]);
+        let x0 = Tensor::ones((1, 0, 20, 20), dt, &dev)?;
+        let w0 = Tensor::zeros((16, 0, 3, 3), dt, &dev)?;
+        let err = conv2d(&x0, &w0, 1, 1).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("no channels")),
+            "{err:?}"
+        );
+    }
+    Ok(())
+}
