@@ -647,6 +647,28 @@ mod tests {
         check(3);
     }
 
+    /// Held by the tests that force the AVX2 kernels, so that one does not switch them off
+    /// under the other.
+    #[cfg(target_arch = "x86_64")]
+    static AVX2_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// The same shapes on the AVX2 kernels, forced on a CPU that has AVX-512F. (Other tests
+    /// running meanwhile may take the AVX2 kernels too: those give the AVX-512 bits, or, with 8
+    /// output channels, sums within the tolerances of the tests above.)
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f32_passes_match_f64_on_avx2() {
+        use crate::cpu_conv_direct::AVX2_ONLY;
+        use std::sync::atomic::Ordering;
+        let _one_at_a_time = AVX2_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        AVX2_ONLY.store(true, Ordering::Relaxed);
+        let r = std::panic::catch_unwind(|| check(2));
+        AVX2_ONLY.store(false, Ordering::Relaxed);
+        if let Err(e) = r {
+            std::panic::resume_unwind(e);
+        }
+    }
+
     /// The AVX2 kernels (forced on a CPU with AVX-512F) against the f64 gemm path, and bit for
     /// bit against the AVX-512 kernels wherever both run the same passes (the same products
     /// in the same order; with 8 output channels only AVX2 runs the direct weight gradient).
@@ -659,6 +681,7 @@ mod tests {
             eprintln!("neither AVX-512F nor AVX2 + FMA here: nothing to test");
             return;
         }
+        let _one_at_a_time = AVX2_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         for &(b, c, h, w, o) in &[(2, 16, 30, 37, 16), (1, 9, 20, 30, 8), (3, 20, 7, 50, 40)] {
             let g = Conv2dGeometry {
                 b,
