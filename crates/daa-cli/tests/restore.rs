@@ -249,6 +249,25 @@ fn tiles_too_small_for_the_network_are_refused() {
         &["--max-memory", "lots"],
     );
     assert!(!out.status.success());
+    // Absurd tiling values are refused by the parser (they overflowed the tiling arithmetic,
+    // a panic in debug builds), and the largest accepted ones still restore.
+    for flag in ["--tile", "--overlap", "--tile-pad"] {
+        let out = restore(
+            &d.join("x.png"),
+            &d.join("o.png"),
+            &[flag, "18446744073709551615"],
+        );
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("allowed"), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+    let out = restore(
+        &d.join("x.png"),
+        &d.join("o.png"),
+        &["--tile", "1048576", "--tile-pad", "1000000"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
 
 #[test]

@@ -31,14 +31,15 @@ pub struct Args {
     #[arg(long, value_parser = ["unit", "signed"])]
     range: Option<String>,
     /// Tile side for large images (0: never tile). Default: the largest that fits
-    /// --max-memory. Rounded down to the network's size multiple.
-    #[arg(long)]
+    /// --max-memory. Rounded down to the network's size multiple. At most 1048576.
+    #[arg(long, value_parser = parse_pixels)]
     tile: Option<usize>,
-    /// Overlap between neighbouring tiles, blended linearly, in pixels.
-    #[arg(long, default_value_t = 16)]
+    /// Overlap between neighbouring tiles, blended linearly, in pixels (at most 1048576).
+    #[arg(long, default_value_t = 16, value_parser = parse_pixels)]
     overlap: usize,
-    /// Context around each tile that is restored and cropped away, in pixels.
-    #[arg(long, default_value_t = 64)]
+    /// Context around each tile that is restored and cropped away, in pixels (at most
+    /// 1048576).
+    #[arg(long, default_value_t = 64, value_parser = parse_pixels)]
     tile_pad: usize,
     /// Memory budget of one tile's forward pass, which picks the tile size: a number of bytes
     /// with an optional K, M, G or T suffix (powers of 1024).
@@ -55,6 +56,22 @@ pub struct Args {
 }
 
 /// `2G`, `512M`, `1.5G`, `1000000` -> bytes.
+/// Largest `--tile`, `--overlap` and `--tile-pad`: far beyond any image, and small enough that
+/// the tiling arithmetic cannot overflow.
+const MAX_PIXELS: usize = 1 << 20;
+
+/// A pixel count for the tiling options, at most [`MAX_PIXELS`].
+fn parse_pixels(s: &str) -> std::result::Result<usize, String> {
+    let v: usize = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a pixel count: {e}"))?;
+    if v > MAX_PIXELS {
+        return Err(format!("{v} pixels is more than the {MAX_PIXELS} allowed"));
+    }
+    Ok(v)
+}
+
 fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
@@ -238,7 +255,9 @@ impl Args {
         .map_err(|e| anyhow::anyhow!("--tile {tile}: {e}"))?;
         if tiles.tile > 0 {
             let side = (tiles.tile + 2 * tiles.pad) as u64;
-            let est = side * side * bytes_per_pixel(&cfg);
+            let est = side
+                .saturating_mul(side)
+                .saturating_mul(bytes_per_pixel(&cfg));
             if est > self.max_memory {
                 tracing::warn!(
                     tile = tiles.tile,
