@@ -83,23 +83,75 @@ fn direct<T: Elem>(g: &Conv2dGeometry) -> Option<Isa> {
 /// shifted gemms were faster (measured on 8 images of 64-128 channels).
 const DIRECT_MIN_POSITIONS: usize = 96;
 
-/// The padded row length, and the number of output rows per band: `chunk` output positions
-/// (rounded to whole rows; 0 = as many rows as fit the scratch budget for `c_in + c_out`
-/// channels).
-fn band_rows<T>(g: &Conv2dGeometry, c_in: usize, c_out: usize, chunk: usize) -> (usize, usize) {
-    let wp = g.w + 2 * g.padding;
-    let oh = g.oh();
-    let rows = if chunk == 0 {
-        // A band of r rows holds c_in * (r + k - 1) padded input lines and c_out * r output
-        // lines (one row at least, whatever the budget).
-        let size = std::mem::size_of::<T>();
-        let fixed = c_in * (g.k - 1) * wp * size;
-        let per_row = (c_in + c_out) * wp * size;
-        CONV_SCRATCH_BYTES.saturating_sub(fixed) / per_row.max(1)
-    } else {
-        chunk / g.ow().max(1)
-    };
-    (wp, rows.clamp(1, oh.max(1)))
+/// How one op splits each image's output rows into bands.
+#[derive(Clone, Copy)]
+struct Bands {
+    /// The padded row length.
+    wp: usize,
+    /// Output rows per band (the last band of an image may have fewer).
+    rows: usize,
+    /// Bands per image.
+    count: usize,
+    /// Values of one channel's padded plane for a full band.
+    plane_max: usize,
+}
+
+/// One band of one image, as [`Bands::pad`] laid it out.
+struct Span {
+    /// Its first output row.
+    r0: usize,
+    /// Its output rows.
+    n_rows: usize,
+    /// Values of one channel's padded plane: `n + (k - 1) * (wp + 1)`.
+    plane: usize,
+    /// Its (wide) output positions, `n_rows * wp`.
+    n: usize,
+}
+
+impl Bands {
+    /// Bands of `chunk` output positions (rounded to whole rows; 0 = as many rows as fit the
+    /// scratch budget for `g.c + c_out` channels of `T`).
+    fn new<T>(g: &Conv2dGeometry, c_out: usize, chunk: usize) -> Self {
+        let (k, wp, oh) = (g.k, g.w + 2 * g.padding, g.oh());
+        let rows = if chunk == 0 {
+            // A band of r rows holds c_in * (r + k - 1) padded input lines and c_out * r
+            // output lines (one row at least, whatever the budget).
+            let size = std::mem::size_of::<T>();
+            let fixed = g.c * (k - 1) * wp * size;
+            let per_row = (g.c + c_out) * wp * size;
+            CONV_SCRATCH_BYTES.saturating_sub(fixed) / per_row.max(1)
+        } else {
+            chunk / g.ow().max(1)
+        };
+        let rows = rows.clamp(1, oh.max(1));
+        Bands {
+            wp,
+            rows,
+            count: oh.div_ceil(rows),
+            plane_max: (rows + k - 1) * wp + k - 1,
+        }
+    }
+
+    /// Zero-pads band `band` of image `bi` of `x (B, C, H, W)` into `xp` ([`pad_band`]).
+    fn pad<T: Elem>(
+        &self,
+        x: &[T],
+        xp: &mut [T],
+        g: &Conv2dGeometry,
+        bi: usize,
+        band: usize,
+    ) -> Span {
+        let per_in = g.c * g.h * g.w;
+        let r0 = band * self.rows;
+        let n_rows = self.rows.min(g.oh() - r0);
+        pad_band(&x[bi * per_in..(bi + 1) * per_in], xp, g, r0, n_rows);
+        Span {
+            r0,
+            n_rows,
+            plane: (n_rows + g.k - 1) * self.wp + g.k - 1,
+            n: n_rows * self.wp,
+        }
+    }
 }
 
 /// Copies rows `r0 .. r0 + rows + k - 1` of the padded image (padded coordinates) of `x`
@@ -206,10 +258,8 @@ fn conv<T: Elem>(
     slope: Option<T>,
 ) -> Vec<T> {
     let (k, oh, ow) = (g.k, g.oh(), g.ow());
-    let (wp, rows) = band_rows::<T>(g, g.c, o, chunk);
-    let bands = oh.div_ceil(rows);
-    let per_in = g.c * g.h * g.w;
-    let plane_max = (rows + k - 1) * wp + k - 1;
+    let bs = Bands::new::<T>(g, o, chunk);
+    let (wp, rows, bands, plane_max) = (bs.wp, bs.rows, bs.count, bs.plane_max);
     let len = g.b * o * oh * ow;
     // The weights packed for the direct kernels, if they run (on full bands large enough).
     let packed = direct::<T>(g)
@@ -224,13 +274,14 @@ fn conv<T: Elem>(
     let yp = SendPtr(y.spare_capacity_mut().as_mut_ptr().cast::<T>());
     run_tasks(g.b * bands, |t, par| {
         let (bi, band) = (t / bands, t % bands);
-        let r0 = band * rows;
-        let n_rows = rows.min(oh - r0);
-        let plane = (n_rows + k - 1) * wp + k - 1;
-        let n = n_rows * wp;
         T::with_scratch(g.c * plane_max + o * rows * wp, |scratch| {
             let (xp, yw) = scratch.split_at_mut(g.c * plane_max);
-            pad_band(&x[bi * per_in..(bi + 1) * per_in], xp, g, r0, n_rows);
+            let Span {
+                r0,
+                n_rows,
+                plane,
+                n,
+            } = bs.pad(x, xp, g, bi, band);
             let yw = &mut yw[..o * n];
             match packed {
                 #[cfg(target_arch = "x86_64")]
@@ -366,15 +417,12 @@ fn filter_direct(
     dy: &[f32],
     g: &Conv2dGeometry,
     o: usize,
-    chunk: usize,
+    bs: Bands,
     groups: usize,
 ) -> Vec<f32> {
     use crate::cpu_conv_direct::Band;
     let (k, oh, ow) = (g.k, g.oh(), g.ow());
-    let (wp, rows) = band_rows::<f32>(g, g.c, o, chunk);
-    let bands = oh.div_ceil(rows);
-    let per_in = g.c * g.h * g.w;
-    let plane_max = (rows + k - 1) * wp + k - 1;
+    let (wp, rows, bands, plane_max) = (bs.wp, bs.rows, bs.count, bs.plane_max);
     // One band's room: its padded input and its transposed dy.
     let unit = g.c * plane_max + o * rows * wp;
     let stack = (CONV_SCRATCH_BYTES / 4 / unit.max(1)).clamp(1, (g.b * bands).max(1));
@@ -400,11 +448,12 @@ fn filter_direct(
                 let mut laid = Vec::with_capacity(chunk_units.len());
                 for (slot, &(bi, band)) in scratch.chunks_exact_mut(unit).zip(chunk_units) {
                     let (xp, dyt) = slot.split_at_mut(g.c * plane_max);
-                    let r0 = band * rows;
-                    let n_rows = rows.min(oh - r0);
-                    let plane = (n_rows + k - 1) * wp + k - 1;
-                    let n = n_rows * wp;
-                    pad_band(&x[bi * per_in..(bi + 1) * per_in], xp, g, r0, n_rows);
+                    let Span {
+                        r0,
+                        n_rows,
+                        plane,
+                        n,
+                    } = bs.pad(x, xp, g, bi, band);
                     // dyt (n, o): position (r, col) of the band, channel oi; zero for the
                     // unused columns.
                     let dyb = &dy[bi * o * oh * ow..(bi + 1) * o * oh * ow];
@@ -447,10 +496,8 @@ pub(crate) fn backward_filter<T: Elem>(
 ) -> Vec<T> {
     let (k, ckk, oh, ow) = (g.k, g.ckk(), g.oh(), g.ow());
     let o = dy.len() / (g.b * oh * ow).max(1);
-    let (wp, rows) = band_rows::<T>(g, g.c, o, chunk);
-    let bands = oh.div_ceil(rows);
-    let per_in = g.c * g.h * g.w;
-    let plane_max = (rows + k - 1) * wp + k - 1;
+    let bs = Bands::new::<T>(g, o, chunk);
+    let (wp, rows, bands, plane_max) = (bs.wp, bs.rows, bs.count, bs.plane_max);
     let size = o * ckk;
     #[cfg(target_arch = "x86_64")]
     if let Some(isa) = direct::<T>(g).filter(|&isa| crate::cpu_conv_direct::filter_fits(isa, o)) {
@@ -460,7 +507,7 @@ pub(crate) fn backward_filter<T: Elem>(
             as_f32(dy).unwrap_or_default(),
             g,
             o,
-            chunk,
+            bs,
             groups,
         );
         let mut dw = std::mem::ManuallyDrop::new(dw);
@@ -481,11 +528,12 @@ pub(crate) fn backward_filter<T: Elem>(
             for bi in b0..b1 {
                 let dyb = &dy[bi * o * oh * ow..(bi + 1) * o * oh * ow];
                 for band in 0..bands {
-                    let r0 = band * rows;
-                    let n_rows = rows.min(oh - r0);
-                    let plane = (n_rows + k - 1) * wp + k - 1;
-                    let n = n_rows * wp;
-                    pad_band(&x[bi * per_in..(bi + 1) * per_in], xp, g, r0, n_rows);
+                    let Span {
+                        r0,
+                        n_rows,
+                        plane,
+                        n,
+                    } = bs.pad(x, xp, g, bi, band);
                     let dyw = &mut dyw[..o * n];
                     for oi in 0..o {
                         for r in 0..n_rows {
